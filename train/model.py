@@ -1,0 +1,95 @@
+"""The CRNN-CTC model, defined once and reused by training and export.
+
+Architecture (keras-io captcha OCR, leaner and quantization-friendly): three conv blocks
+(Conv2D + BatchNorm + ReLU + MaxPool), a dense projection, one bidirectional LSTM and a softmax
+over ``charset + blank`` (blank = last class, the Keras convention).
+
+``build_model`` takes the Keras module to build with (Keras 3 ``keras`` by default; export may
+rebuild the same graph with ``tf_keras`` or with ``unroll=True`` and copy the weights over, since
+the layer list and weight order are identical).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Tuple
+
+SIZES: Dict[str, Dict[str, Any]] = {
+    "small": {"filters": (16, 32, 48), "dense": 64, "rnn": 64},
+    "base": {"filters": (32, 64, 64), "dense": 64, "rnn": 96},
+    "large": {"filters": (32, 64, 128), "dense": 128, "rnn": 128},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the model's graph."""
+
+    num_classes: int  # len(charset) + 1 (blank last)
+    height: int = 50
+    width: int = 200
+    size: str = "base"
+    dropout: float = 0.2
+    filters: Tuple[int, ...] = field(default=())
+    dense: int = 0
+    rnn: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"size must be one of {sorted(SIZES)}; got {self.size!r}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2; got {self.num_classes}")
+        preset = SIZES[self.size]
+        if not self.filters:
+            object.__setattr__(self, "filters", tuple(preset["filters"]))
+        if not self.dense:
+            object.__setattr__(self, "dense", int(preset["dense"]))
+        if not self.rnn:
+            object.__setattr__(self, "rnn", int(preset["rnn"]))
+        if self.width % 4 or self.height % 8:
+            raise ValueError(f"input must have width % 4 == 0 and height % 8 == 0; "
+                             f"got {self.width}x{self.height}")
+
+    @property
+    def time_steps(self) -> int:
+        """Frames the model emits per image (width / 4)."""
+        return self.width // 4
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["filters"] = list(self.filters)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        d["filters"] = tuple(d.get("filters", ()))
+        return cls(**d)
+
+
+def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool = False,
+                          batch_size: Any = None) -> Any:
+    """Image (H, W, 1) raw 0..255 -> per-frame softmax (T, C). Layers named "image" and "probs"."""
+    if keras is None:
+        import keras  # Keras 3
+    L = keras.layers
+    image = keras.Input(shape=(cfg.height, cfg.width, 1), batch_size=batch_size, name="image")
+    x = L.Rescaling(1.0 / 255.0, name="scale")(image)
+    # Pool height and width by 2 in the first two blocks, only height in the third: the width
+    # (time) keeps W/4 frames, enough for CTC on captcha-length labels.
+    pools = [(2, 2), (2, 2), (2, 1)]
+    for i, (f, pool) in enumerate(zip(cfg.filters, pools), start=1):
+        x = L.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                     name=f"conv{i}")(x)
+        x = L.BatchNormalization(name=f"bn{i}")(x)
+        x = L.ReLU(name=f"relu{i}")(x)
+        x = L.MaxPooling2D(pool, name=f"pool{i}")(x)
+    h, w, c = cfg.height // 8, cfg.width // 4, cfg.filters[-1]
+    # Transpose so that the time dimension corresponds to the image width.
+    x = L.Permute((2, 1, 3), name="to_time")(x)
+    x = L.Reshape((w, h * c), name="frames")(x)
+    x = L.Dense(cfg.dense, activation="relu", name="proj")(x)
+    x = L.Dropout(cfg.dropout, name="drop")(x)
+    x = L.Bidirectional(L.LSTM(cfg.rnn, return_sequences=True, unroll=unroll), name="bilstm")(x)
+    x = L.Dense(cfg.num_classes, name="logits")(x)
+    probs = L.Activation("softmax", dtype="float32", name="probs")(x)
+    return keras.Model(image, probs, name="crnn")
