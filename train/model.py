@@ -45,8 +45,8 @@ class ModelConfig:
             object.__setattr__(self, "dense", int(preset["dense"]))
         if not self.rnn:
             object.__setattr__(self, "rnn", int(preset["rnn"]))
-        if self.width % 4 or self.height % 8:
-            raise ValueError(f"input must have width % 4 == 0 and height % 8 == 0; "
+        if self.width % 4 or self.width < 16 or self.height < 16:
+            raise ValueError(f"input must be at least 16x16 with width % 4 == 0; "
                              f"got {self.width}x{self.height}")
 
     @property
@@ -83,7 +83,7 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
         x = L.BatchNormalization(name=f"bn{i}")(x)
         x = L.ReLU(name=f"relu{i}")(x)
         x = L.MaxPooling2D(pool, name=f"pool{i}")(x)
-    h, w, c = cfg.height // 8, cfg.width // 4, cfg.filters[-1]
+    h, w, c = cfg.height // 2 // 2 // 2, cfg.width // 4, cfg.filters[-1]
     # Transpose so that the time dimension corresponds to the image width.
     x = L.Permute((2, 1, 3), name="to_time")(x)
     x = L.Reshape((w, h * c), name="frames")(x)
