@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Prove captcha-edge on an emulated 64-bit Raspberry Pi: Debian bookworm arm64 (what 64-bit
+# Raspberry Pi OS is built on, same Python 3.11) run under qemu-user on this x86 Debian machine.
+#
+#   sudo scripts/pi-emulation.sh                 # everything (CI runs this, as root)
+#   sudo scripts/pi-emulation.sh --rootfs-only   # just build / check the cached arm64 rootfs
+#   CAPTCHA_EDGE_SKIP_PI=1 scripts/pi-emulation.sh   # explicit skip (printed, exit 0)
+#
+# What it does, in order (each step prints a "==> " header; a summary comes last):
+#   1. host: apt-get installs qemu-user-static, binfmt-support, mmdebstrap; mounts binfmt_misc
+#      when it is not mounted; fails loudly when aarch64 binaries cannot be run.
+#   2. rootfs: `mmdebstrap --arch=arm64 --variant=apt bookworm` with python3, venv, headers, gcc,
+#      cached under $CAPTCHA_EDGE_PI_CACHE (default ~/.cache/captcha-edge/pi-rootfs), keyed by the
+#      package list; a rerun reuses it.
+#   3. inside the rootfs (chroot, in a private mount + pid namespace, so every mount and every
+#      emulated process goes away with it; QEMU_CPU=cortex-a72 = Pi 4, never qemu's `max`):
+#      a venv with OUR RUNTIME FROM THIS CHECKOUT, NO EXTRAS (the Cython decoder compiles on
+#      aarch64), the decoder suite (Cython and pure-Python engines), the runtime tests that need no
+#      TensorFlow, `captcha-edge predict --json` and `eval` on ../shared/data/captcha_images_v2 with
+#      the bundled int8 model, raw int8 output tensors for bit-exactness, the int8/float32 invoke
+#      ratio (emulated), and a second venv with tflite-runtime 2.14 + numpy<2.
+#   4. host: the same raw int8 outputs from an x86 venv with the same ai-edge-litert version,
+#      compared element by element; decoded texts must match exactly.
+#
+# Environment:
+#   CAPTCHA_EDGE_SKIP_PI=1       skip everything (the skip is printed); nothing else skips.
+#   CAPTCHA_EDGE_PI_CACHE=DIR    cache folder (rootfs, pip caches, x86 venv).
+#   CAPTCHA_EDGE_PI_CPU=NAME     qemu CPU model: cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5).
+#   CAPTCHA_EDGE_PI_MODEL=FILE   int8 model (default: the bundled runtime/models/default_int8.tflite).
+#   CAPTCHA_EDGE_PI_FLOAT_MODEL=FILE  float32 twin of that model for the invoke ratio.
+#   CAPTCHA_EDGE_PI_N=64         images used for bit-exactness and predict --json.
+#   CAPTCHA_EDGE_PI_DATA=DIR     captchas (default ../shared/data/captcha_images_v2 beside the repo).
+set -Eeuo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
+SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+
+SUITE=bookworm
+ARCH=arm64
+PACKAGES="python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates"
+MIRRORS=(
+  "deb http://deb.debian.org/debian $SUITE main"
+  "deb http://deb.debian.org/debian $SUITE-updates main"
+  "deb http://deb.debian.org/debian-security $SUITE-security main"
+)
+QEMU_CPU_MODEL="${CAPTCHA_EDGE_PI_CPU:-cortex-a72}"
+CACHE="${CAPTCHA_EDGE_PI_CACHE:-$HOME/.cache/captcha-edge/pi-rootfs}"
+N_IMAGES="${CAPTCHA_EDGE_PI_N:-64}"
+DATA="${CAPTCHA_EDGE_PI_DATA:-$REPO/../shared/data/captcha_images_v2}"
+MODEL="${CAPTCHA_EDGE_PI_MODEL:-$REPO/runtime/models/default_int8.tflite}"
+FLOAT_MODEL="${CAPTCHA_EDGE_PI_FLOAT_MODEL:-}"
+# Binary wheels only for the heavy packages (all have aarch64 cp311 wheels); building any of them
+# from source under emulation would take hours.
+ONLY_BINARY="numpy,pillow,ai-edge-litert,tflite-runtime,cython"
+# Same ranges as pyproject's [dev] extra; only what the suites import.
+TEST_DEPS=("pytest>=8,<10" "hypothesis>=6.100,<7")
+TFLITE_RUNTIME_SPEC="tflite-runtime==2.14.*"
+
+KEY="$(printf '%s\n' "$SUITE" "$ARCH" "apt" "$PACKAGES" "${MIRRORS[@]}" "v1" | sha256sum | cut -c1-12)"
+ROOTFS="$CACHE/rootfs-$SUITE-$ARCH-$KEY"
+GUEST_REPO=/work/captcha-edge          # ../shared sits beside it, as in a checkout
+GUEST_OUT=/work/out
+T0=$(date +%s)
+
+say() { printf '\n==> %s  [%ss]\n' "$*" "$(( $(date +%s) - T0 ))"; }
+die() { printf '\nPI EMULATION FAILED: %s\n' "$*" >&2; exit 1; }
+trap 'printf "\nPI EMULATION FAILED: line %s of %s: %s (exit %s)\n" "$LINENO" "${BASH_SOURCE[0]}" "$BASH_COMMAND" "$?" >&2' ERR
+
+# ----------------------------------------------------------------------------------------------
+# Inner part: runs inside `unshare --mount --pid --fork` (see run_guest), so the mounts below are
+# private to this namespace and vanish with it, and every emulated process dies with its init.
+# ----------------------------------------------------------------------------------------------
+if [[ "${1:-}" == "__inner" ]]; then
+  shift
+  MOUNTED=()
+  cleanup_inner() {
+    local i
+    for (( i=${#MOUNTED[@]}-1; i>=0; i-- )); do umount -l "${MOUNTED[i]}" 2>/dev/null || true; done
+  }
+  trap cleanup_inner EXIT
+  mnt() { local target="${*: -1}"; mount "$@"; MOUNTED+=("$target"); }
+
+  # A fresh procfs for this pid namespace (never the host's), then a Cortex-A72 cpuinfo over it:
+  # qemu-user passes the host's x86 /proc/cpuinfo through and LiteRT's cpuinfo init segfaults.
+  mnt -t proc proc "$ROOTFS/proc"
+  mnt --bind "$REPO/tests/pi/cpuinfo-cortex-a72" "$ROOTFS/proc/cpuinfo"
+  for dev in null zero full random urandom tty; do
+    [[ -e "$ROOTFS/dev/$dev" ]] || touch "$ROOTFS/dev/$dev"
+    mnt --bind "/dev/$dev" "$ROOTFS/dev/$dev"
+  done
+  mkdir -p "$ROOTFS/dev/shm" "$ROOTFS/work/shared" "$ROOTFS/var/cache/pip"
+  mnt -t tmpfs -o size=256m tmpfs "$ROOTFS/dev/shm"
+  mnt --bind "$CACHE/pip-$ARCH" "$ROOTFS/var/cache/pip"
+  if [[ -d "$DATA" ]]; then
+    mkdir -p "$ROOTFS/work/shared/data/captcha_images_v2"
+    mnt --bind -o ro "$DATA" "$ROOTFS/work/shared/data/captcha_images_v2"
+  fi
+
+  QEMU_CPU="$QEMU_CPU_MODEL" chroot "$ROOTFS" /usr/bin/env -i \
+    HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    QEMU_CPU="$QEMU_CPU_MODEL" \
+    PIP_CACHE_DIR=/var/cache/pip PIP_CERT=/etc/ssl/certs/host-ca.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_DEFAULT_TIMEOUT=180 PIP_ONLY_BINARY="$ONLY_BINARY" PIP_NO_INPUT=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    N_IMAGES="$N_IMAGES" GUEST_REPO="$GUEST_REPO" GUEST_OUT="$GUEST_OUT" \
+    HAVE_FLOAT="${HAVE_FLOAT:-0}" TFLITE_RUNTIME_SPEC="$TFLITE_RUNTIME_SPEC" \
+    TEST_DEPS="${TEST_DEPS[*]}" \
+    /bin/bash -Eeuo pipefail "$GUEST_REPO/tests/pi/guest.sh"
+  exit $?
+fi
+
+# ----------------------------------------------------------------------------------------------
+# Outer part
+# ----------------------------------------------------------------------------------------------
+if [[ "${CAPTCHA_EDGE_SKIP_PI:-}" == "1" ]]; then
+  echo "==> Raspberry Pi emulation SKIPPED: CAPTCHA_EDGE_SKIP_PI=1 is set (nothing was proven on arm64)"
+  exit 0
+fi
+ROOTFS_ONLY=0
+case "${1:-}" in
+  --rootfs-only) ROOTFS_ONLY=1 ;;
+  -h|--help) sed -n '2,/^set -Eeuo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) die "unknown argument '$1' (see --help)" ;;
+esac
+[[ $(id -u) -eq 0 ]] || die "must run as root (apt-get, binfmt_misc, mounts, chroot); try: sudo $0"
+[[ "$(uname -m)" == "x86_64" ]] || die "this harness runs on an x86_64 host (found $(uname -m))"
+
+GUEST_PID=""
+cleanup_outer() {
+  local rc=$?
+  if [[ -n "$GUEST_PID" ]] && kill -0 "$GUEST_PID" 2>/dev/null; then
+    kill -TERM "$GUEST_PID" 2>/dev/null || true   # unshare --kill-child takes its namespace with it
+    wait "$GUEST_PID" 2>/dev/null || true
+  fi
+  # Belt and braces: nothing of ours may stay mounted or running on the host.
+  if grep -q " $ROOTFS" /proc/self/mountinfo 2>/dev/null; then
+    echo "warning: unmounting leftovers under $ROOTFS" >&2
+    grep " $ROOTFS" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l || true
+  fi
+  local p
+  for p in /proc/[0-9]*; do
+    if [[ "$(readlink "$p/root" 2>/dev/null)" == "$ROOTFS" ]]; then
+      echo "warning: killing leftover emulated process ${p#/proc/}" >&2
+      kill -KILL "${p#/proc/}" 2>/dev/null || true
+    fi
+  done
+  exit "$rc"
+}
+trap cleanup_outer EXIT
+trap 'exit 130' INT TERM
+
+say "1/6 host: qemu-user-static, binfmt-support, mmdebstrap"
+need=()
+for pkg in qemu-user-static binfmt-support mmdebstrap; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+done
+command -v python3 >/dev/null && python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+if (( ${#need[@]} )); then
+  echo "installing: ${need[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+else
+  echo "already installed"
+fi
+dpkg-query -W -f='  ${Package} ${Version}\n' qemu-user-static binfmt-support mmdebstrap
+
+say "2/6 host: binfmt_misc for aarch64"
+if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
+  echo "binfmt_misc is not mounted; mounting it"
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+    || die "cannot mount binfmt_misc on this machine, so it cannot emulate arm64. Run on a host (or privileged container) that allows it, or set CAPTCHA_EDGE_SKIP_PI=1 to skip explicitly."
+fi
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  update-binfmts --enable qemu-aarch64 || true
+fi
+[[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] && grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+  || die "qemu-aarch64 is not registered in binfmt_misc (update-binfmts --enable qemu-aarch64 failed)"
+grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+  || die "qemu-aarch64 binfmt entry lacks the F flag, so a chroot cannot find the emulator"
+sed -n 's/^/  /; /interpreter\|flags/p' /proc/sys/fs/binfmt_misc/qemu-aarch64
+cpus="$(qemu-aarch64-static -cpu help || true)"   # exits 1 after printing the list
+grep -qw -- "$QEMU_CPU_MODEL" <<<"$cpus" \
+  || die "qemu-aarch64-static does not know CPU model '$QEMU_CPU_MODEL'"
+
+say "3/6 rootfs: Debian $SUITE $ARCH ($PACKAGES)"
+mkdir -p "$CACHE" "$CACHE/pip-$ARCH" "$CACHE/pip-x86_64"
+if [[ -f "$ROOTFS/.captcha-edge-complete" ]]; then
+  echo "reusing cached rootfs $ROOTFS"
+else
+  echo "building $ROOTFS (about 7-15 min: every package's maintainer scripts run under emulation)"
+  tmp="$(mktemp -d "$CACHE/.rootfs-build.XXXXXX")"
+  rmdir "$tmp"
+  nice -n 10 mmdebstrap --arch="$ARCH" --variant=apt --mode=root \
+    --include="$PACKAGES" --aptopt='Acquire::Retries "3"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    "$SUITE" "$tmp" "${MIRRORS[@]}" \
+    || { rm -rf "$tmp"; die "mmdebstrap failed (see above)"; }
+  touch "$tmp/.captcha-edge-complete"
+  rm -rf "$ROOTFS"
+  mv "$tmp" "$ROOTFS"
+fi
+echo "rootfs size: $(du -sh "$ROOTFS" 2>/dev/null | cut -f1)"
+probe="$(QEMU_CPU="$QEMU_CPU_MODEL" chroot "$ROOTFS" /usr/bin/env -i QEMU_CPU="$QEMU_CPU_MODEL" \
+  /usr/bin/python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])')" \
+  || die "cannot run the rootfs's aarch64 python3 under qemu"
+echo "  emulated python: $probe"
+[[ "$probe" == aarch64* ]] || die "the rootfs's python3 does not report aarch64 ($probe)"
+if (( ROOTFS_ONLY )); then echo "rootfs ready"; exit 0; fi
+
+say "4/6 guest files: this checkout, DNS and CA bundle for pip"
+[[ -f "$MODEL" ]] || die "int8 model not found: $MODEL (the runtime's bundled runtime/models/default_int8.tflite has not landed, or set CAPTCHA_EDGE_PI_MODEL)"
+[[ -d "$DATA" ]] || die "captchas not found: $DATA (expected ../shared/data/captcha_images_v2 beside the repo, or set CAPTCHA_EDGE_PI_DATA)"
+rm -rf "$ROOTFS/work/captcha-edge" "$ROOTFS/work/out" "$ROOTFS/opt/pi-venv" "$ROOTFS/opt/pi-venv-tflite"
+mkdir -p "$ROOTFS$GUEST_REPO" "$ROOTFS$GUEST_OUT"
+# Tracked + untracked-but-not-ignored files: what a clone has, never host build outputs (.so, build/).
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+  | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$ROOTFS$GUEST_REPO"
+cp "$MODEL" "$ROOTFS$GUEST_OUT/model_int8.tflite"
+HAVE_FLOAT=0
+if [[ -z "$FLOAT_MODEL" ]]; then
+  for cand in "$REPO/runtime/models/default_float32.tflite" "$REPO/models/default_float32.tflite"; do
+    [[ -f "$cand" ]] && { FLOAT_MODEL="$cand"; break; }
+  done
+fi
+if [[ -n "$FLOAT_MODEL" ]]; then
+  [[ -f "$FLOAT_MODEL" ]] || die "float32 model not found: $FLOAT_MODEL (CAPTCHA_EDGE_PI_FLOAT_MODEL)"
+  cp "$FLOAT_MODEL" "$ROOTFS$GUEST_OUT/model_float32.tflite"
+  HAVE_FLOAT=1
+fi
+export HAVE_FLOAT
+cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+CA=/etc/ssl/certs/ca-certificates.crt
+[[ -f "$CA" ]] || die "no CA bundle at $CA for pip inside the rootfs"
+cp "$CA" "$ROOTFS/etc/ssl/certs/host-ca.crt"
+echo "copied $(cd "$ROOTFS$GUEST_REPO" && find . -type f | wc -l) files to $GUEST_REPO; model $(basename "$MODEL"); float32 model: ${FLOAT_MODEL:-none}"
+
+say "5/6 emulated Raspberry Pi (QEMU_CPU=$QEMU_CPU_MODEL): install, tests, predict, eval"
+export ROOTFS REPO CACHE DATA QEMU_CPU_MODEL N_IMAGES ARCH
+unshare --mount --pid --fork --kill-child --propagation private -- "$SELF" __inner &
+GUEST_PID=$!
+guest_rc=0
+wait "$GUEST_PID" || guest_rc=$?
+GUEST_PID=""
+if grep -q " $ROOTFS" /proc/self/mountinfo; then die "mounts under $ROOTFS survived the namespace"; fi
+(( guest_rc == 0 )) || die "a step inside the emulated Pi failed (exit $guest_rc; see the last section above)"
+
+say "6/6 x86 reference: same images, same ai-edge-litert version, compared element by element"
+OUT="$ROOTFS$GUEST_OUT"
+LITERT_VERSION="$(cat "$OUT/litert_version")"
+X86_VENV="$CACHE/x86-venv"
+X86_SRC="$(mktemp -d)"
+trap 'rm -rf "$X86_SRC"; cleanup_outer' EXIT
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+  | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$X86_SRC"
+PY=/usr/bin/python3; [[ -x "$PY" ]] || PY="$(command -v python3)"
+rm -rf "$X86_VENV"
+"$PY" -m venv "$X86_VENV"
+PIP_CACHE_DIR="$CACHE/pip-x86_64" PIP_ONLY_BINARY="$ONLY_BINARY" \
+  "$X86_VENV/bin/pip" install -q "$X86_SRC" "ai-edge-litert==$LITERT_VERSION"
+"$X86_VENV/bin/python" -c 'import platform, sys; from importlib.metadata import version as v; print("  x86:", platform.machine(), sys.version.split()[0], "ai-edge-litert", v("ai-edge-litert"), "numpy", v("numpy"))'
+"$X86_VENV/bin/python" "$REPO/tests/pi/dump_outputs.py" --model "$MODEL" --images "$DATA" \
+  --n "$N_IMAGES" --out "$OUT/x86_64.npz"
+"$X86_VENV/bin/python" "$REPO/tests/pi/compare_outputs.py" "$OUT/x86_64.npz" "$OUT/aarch64.npz" \
+  | tee "$OUT/bitexact.txt"
+bitexact_rc=${PIPESTATUS[0]}
+
+say "SUMMARY (emulated Raspberry Pi: Debian $SUITE $ARCH, qemu-user $(dpkg-query -W -f='${Version}' qemu-user-static), QEMU_CPU=$QEMU_CPU_MODEL)"
+cat "$OUT/summary.txt"
+echo "  bit-exactness:  $(head -n1 "$OUT/bitexact.txt")"
+echo "  total time:     $(( $(date +%s) - T0 )) s"
+(( bitexact_rc == 0 )) || die "int8 outputs or texts differ between the emulated Pi and x86"
+echo "PI EMULATION PASSED"

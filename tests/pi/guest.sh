@@ -1,0 +1,167 @@
+# Runs INSIDE the emulated arm64 rootfs, started by scripts/pi-emulation.sh (not by hand):
+#   bash -Eeuo pipefail tests/pi/guest.sh
+# Environment from the host script: GUEST_REPO, GUEST_OUT, N_IMAGES, HAVE_FLOAT, QEMU_CPU,
+# TFLITE_RUNTIME_SPEC, TEST_DEPS; pip's cache is the host's, bind-mounted.
+trap 'printf "\n[pi] FAILED: line %s of tests/pi/guest.sh: %s (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
+
+cd "$GUEST_REPO"
+OUT="$GUEST_OUT"
+DATA=/work/shared/data/captcha_images_v2
+MODEL="$OUT/model_int8.tflite"
+: > "$OUT/summary.txt"
+step() { printf '\n--> [pi] %s  [+%ss]\n' "$*" "$SECONDS"; }
+summary() { printf '  %-15s %s\n' "$1" "$2" >> "$OUT/summary.txt"; }
+read -r -a TEST_DEPS_A <<<"$TEST_DEPS"
+# pytest: no cache dir in the copied checkout, no bytecode, report skips (-rs) so a skipped engine shows.
+PYTEST=(python -m pytest -q -rs -p no:cacheprovider)
+
+step "emulated CPU: $(uname -m), QEMU_CPU=$QEMU_CPU"
+python3 - <<'EOF'
+import ctypes, os, platform
+libc = ctypes.CDLL(None)
+libc.getauxval.restype = ctypes.c_ulong
+hwcap = libc.getauxval(16)  # AT_HWCAP
+bits = {0: "fp", 1: "asimd", 3: "aes", 4: "pmull", 5: "sha1", 6: "sha2", 7: "crc32",
+        8: "atomics", 9: "fphp", 10: "asimdhp", 20: "asimddp", 22: "sve"}
+have = [n for b, n in sorted(bits.items()) if hwcap >> b & 1]
+print(f"  {platform.machine()}, HWCAP: {' '.join(have)}")
+assert platform.machine() == "aarch64", platform.machine()
+# qemu's default `max` CPU advertises SVE and gave wrong XNNPACK int8 results: refuse it.
+assert "sve" not in have, "emulated CPU has SVE: QEMU_CPU is not a Pi core (qemu 'max'?)"
+if os.environ.get("QEMU_CPU") == "cortex-a72":
+    assert "asimddp" not in have and "atomics" not in have, "not an ARMv8.0 Cortex-A72"
+print("  /proc/cpuinfo (bind-mounted):",
+      [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("Model")])
+EOF
+
+step "venv + our runtime from the checkout, NO extras (Cython decoder compiled here, on aarch64)"
+python3 -m venv /opt/pi-venv
+# shellcheck disable=SC1091
+. /opt/pi-venv/bin/activate
+mkdir -p /work/wheels
+rm -f /work/wheels/captcha_edge-*.whl
+CAPTCHA_EDGE_REQUIRE_EXT=1 pip wheel -q --no-deps -w /work/wheels "$GUEST_REPO"
+WHEEL="$(ls /work/wheels/captcha_edge-*.whl)"
+echo "  built $(basename "$WHEEL")"
+[[ "$WHEEL" == *linux_aarch64.whl ]] || { echo "wheel is not an aarch64 build: $WHEEL" >&2; exit 1; }
+pip install -q "$WHEEL"
+python - <<'EOF'
+import importlib.util, sys
+from importlib.metadata import version
+import captcha_edge.decoder as d
+from captcha_edge.decoder import _ctc_cy
+with open(_ctc_cy.__file__, "rb") as f:
+    head = f.read(20)
+machine = int.from_bytes(head[18:20], "little")
+assert head[:4] == b"\x7fELF" and machine == 183, f"{_ctc_cy.__file__} is not an aarch64 ELF"
+assert "cython" in d.ENGINES, d.ENGINES
+assert importlib.util.find_spec("tensorflow") is None, "TensorFlow must not be installed here"
+import captcha_edge  # noqa: F401
+assert "tensorflow" not in sys.modules, "importing captcha_edge imported TensorFlow"
+print(f"  Cython decoder: {_ctc_cy.__file__.rsplit('/', 1)[-1]} (ELF e_machine 183 = AArch64)")
+print("  versions:", ", ".join(f"{p} {version(p)}" for p in
+                               ("captcha-edge", "numpy", "pillow", "ai-edge-litert")))
+print("  TensorFlow: not installed, not imported")
+EOF
+python -c 'from importlib.metadata import version; print(version("ai-edge-litert"))' > "$OUT/litert_version"
+summary "install:" "captcha-edge from this checkout, no extras; Cython decoder built on aarch64; ai-edge-litert $(cat "$OUT/litert_version"), numpy $(python -c 'import numpy; print(numpy.__version__)'); no TensorFlow"
+pip install -q "${TEST_DEPS_A[@]}"
+
+run_pytest() {  # label, summary key, pytest args...; the last line of pytest's output goes to the summary
+  local label="$1" key="$2" log rc=0
+  shift 2
+  log="$(mktemp)"
+  "${PYTEST[@]}" "$@" 2>&1 | tee "$log" || rc=$?
+  summary "$key" "$label: $(grep -E '(passed|failed|error|no tests ran)' "$log" | tail -n1 | tr -d '=' | sed 's/^ *//')"
+  rm -f "$log"
+  return "$rc"
+}
+
+DECODER_TESTS=(tests/test_decoder*.py)
+[[ -e "${DECODER_TESTS[0]}" ]] || { echo "no tests/test_decoder*.py in this checkout" >&2; exit 1; }
+step "decoder suite, both engines (Cython built on aarch64 + pure Python)"
+python -c 'import captcha_edge.decoder as d; assert set(d.ENGINES) == {"python", "cython"}, d.ENGINES'
+run_pytest "both engines" "decoder:" "${DECODER_TESTS[@]}"
+
+step "decoder suite with CAPTCHA_EDGE_PUREPYTHON=1 (Cython engine hidden)"
+CAPTCHA_EDGE_PUREPYTHON=1 python -c 'import captcha_edge.decoder as d; assert set(d.ENGINES) == {"python"}, d.ENGINES'
+CAPTCHA_EDGE_PUREPYTHON=1 run_pytest "CAPTCHA_EDGE_PUREPYTHON=1" "decoder (pure):" "${DECODER_TESTS[@]}"
+
+step "runtime tests that need no TensorFlow (-m 'not tf and not slow')"
+run_pytest "no TensorFlow" "runtime tests:" tests --ignore=tests/pi \
+  $(printf -- '--ignore=%s ' "${DECODER_TESTS[@]}") -m "not tf and not slow"
+
+step "captcha-edge with the bundled default model"
+python -c 'import captcha_edge; assert captcha_edge.DEFAULT_MODEL.is_file(), captcha_edge.DEFAULT_MODEL; print("  bundled:", captcha_edge.DEFAULT_MODEL)'
+FIRST="$(ls "$DATA"/*.png | sort | head -n1)"
+captcha-edge predict "$FIRST"
+mapfile -t IMGS < <(ls "$DATA"/*.png | sort | head -n "$N_IMAGES")
+
+step "captcha-edge predict --json on ${#IMGS[@]} shared captchas ($(basename "$MODEL"))"
+captcha-edge predict --json --model "$MODEL" "${IMGS[@]}" > "$OUT/predict_aarch64.jsonl"
+head -n 3 "$OUT/predict_aarch64.jsonl"
+python - "$OUT/predict_aarch64.jsonl" <<'EOF'
+import json, sys
+from pathlib import Path
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ok = sum(r["error"] is None for r in rows)
+right = sum(r["text"] == Path(r["path"]).stem for r in rows)
+print(f"  {len(rows)} lines, {ok} without error, {right} equal to the file's label")
+assert ok == len(rows), "some predictions failed"
+EOF
+summary "predict --json:" "$(wc -l < "$OUT/predict_aarch64.jsonl") images, exit 0"
+
+step "captcha-edge eval on all of $DATA"
+captcha-edge eval "$DATA" --model "$MODEL" --json > "$OUT/eval_aarch64.json"
+EVAL_LINE="$(python - "$OUT/eval_aarch64.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"{d['images']} images, accuracy {100 * d['accuracy']:.2f} % ({d['correct']} exact), "
+      f"CER {100 * d['cer']:.2f} %, {d['unreadable']} unreadable")
+PY
+)"
+echo "  $EVAL_LINE"
+summary "eval:" "$EVAL_LINE"
+
+step "raw int8 outputs of $N_IMAGES images (for the x86 comparison)"
+python tests/pi/dump_outputs.py --model "$MODEL" --images "$DATA" --n "$N_IMAGES" --out "$OUT/aarch64.npz"
+
+step "int8 vs float32 invoke time under emulation (a ratio, not a Pi speed)"
+if [[ "$HAVE_FLOAT" == 1 ]]; then
+  python tests/pi/invoke_ratio.py --int8 "$MODEL" --float32 "$OUT/model_float32.tflite" \
+    --image "$FIRST" --label "emulation: qemu-user $QEMU_CPU" | tee "$OUT/ratio.txt"
+  summary "int8/float32:" "$(sed -n "s/.*: \([0-9.]*\)$/\1/p" "$OUT/ratio.txt") x the float32 invoke time (EMULATION, qemu-user $QEMU_CPU; not a Raspberry Pi measurement)"
+else
+  echo "  NOT MEASURED: no float32 twin of the int8 model was given (CAPTCHA_EDGE_PI_FLOAT_MODEL)"
+  summary "int8/float32:" "NOT MEASURED (no float32 model; set CAPTCHA_EDGE_PI_FLOAT_MODEL)"
+fi
+deactivate
+
+step "second venv: tflite-runtime backend ($TFLITE_RUNTIME_SPEC, numpy<2)"
+python3 -m venv /opt/pi-venv-tflite
+# shellcheck disable=SC1091
+. /opt/pi-venv-tflite/bin/activate
+pip install -q "$WHEEL" "$TFLITE_RUNTIME_SPEC" "numpy<2" "${TEST_DEPS_A[@]}"
+export CAPTCHA_EDGE_BACKEND=tflite-runtime
+python - <<'EOF'
+from importlib.metadata import version
+from captcha_edge import Recognizer
+r = Recognizer()
+assert r.backend == "tflite-runtime", r.backend
+print(f"  backend {r.backend} {version('tflite-runtime')}, numpy {version('numpy')}")
+EOF
+captcha-edge predict --json --model "$MODEL" "${IMGS[@]}" > "$OUT/predict_tflite_runtime.jsonl"
+python - "$OUT/predict_aarch64.jsonl" "$OUT/predict_tflite_runtime.jsonl" <<'EOF' | tee "$OUT/tflite_runtime.txt"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) and all(r["error"] is None for r in b), "tflite-runtime predictions failed"
+same = sum(x["text"] == y["text"] for x, y in zip(a, b))
+print(f"{len(b)} images predicted with tflite-runtime; texts equal to ai-edge-litert's: {same}/{len(a)}")
+EOF
+run_pytest "CAPTCHA_EDGE_BACKEND=tflite-runtime" "tflite-runtime:" tests --ignore=tests/pi \
+  $(printf -- '--ignore=%s ' "${DECODER_TESTS[@]}") -m "not tf and not slow"
+summary "" "$(cat "$OUT/tflite_runtime.txt")"
+unset CAPTCHA_EDGE_BACKEND
+deactivate
+step "emulated Pi steps done"
