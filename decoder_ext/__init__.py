@@ -1,0 +1,425 @@
+"""CTC decoding for captcha_edge: greedy (best path) and prefix beam search, numpy only.
+
+Input is what a CTC model's softmax emits: a ``(T, C)`` array of per-frame class probabilities
+(``(N, T, C)`` for the ``*_batch`` functions), with the blank at index ``blank`` (default ``-1``,
+the last class, the Keras convention) and ``alphabet`` naming the other ``C - 1`` classes in
+order. Pass ``log_input=True`` for log-probabilities or logits.
+
+Two engines compute identical results: a Cython kernel (``"cython"``, used when built) and its
+pure-Python twin (``"python"``). ``CAPTCHA_EDGE_PUREPYTHON=1`` hides the Cython one.
+
+Example:
+    >>> import numpy as np
+    >>> from captcha_edge.decoder import decode_greedy, beam_search
+    >>> probs = np.array([[0.9, 0.1, 0.0], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]], np.float32)
+    >>> decode_greedy(probs, "ab")  # a, blank, a: the blank keeps both a's
+    'aa'
+    >>> beam_search(probs, "ab", beam_width=4)[0].text
+    'aa'
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from . import _ctc_py, _validate
+from ._validate import Allowed, Alphabet
+
+__all__ = [
+    "DEFAULT_PRUNE",
+    "ENGINES",
+    "Beam",
+    "beam_search",
+    "beam_search_batch",
+    "decode_beam",
+    "decode_beam_batch",
+    "decode_greedy",
+    "decode_greedy_batch",
+    "greedy_search",
+    "greedy_search_batch",
+]
+
+ENGINES: dict[str, ModuleType] = {"python": _ctc_py}
+if not os.environ.get("CAPTCHA_EDGE_PUREPYTHON"):
+    try:
+        from . import _ctc_cy
+
+        ENGINES["cython"] = _ctc_cy
+    except ImportError:  # no compiler at install time: the Python twin does the work
+        pass
+_DEFAULT = ENGINES.get("cython", _ctc_py)
+_scan: Callable[[Any], int] = getattr(ENGINES.get("cython"), "scan", _validate.scan_numpy)
+
+#: Default per-frame probability below which a class does not extend beam prefixes.
+DEFAULT_PRUNE = 1e-3
+
+_BUILD_HINT = (
+    "the Cython CTC decoder is not built{why}; build it with "
+    "`pip install --no-build-isolation -e .` (needs Cython>=3 and a C compiler; set "
+    "CAPTCHA_EDGE_REQUIRE_EXT=1 to make a failed build an error), or use engine='python'"
+)
+
+
+@dataclass(frozen=True)
+class Beam:
+    """One decoded hypothesis.
+
+    Attributes:
+        text: the decoded string (the labels' symbols joined).
+        labels: class indices of the emitted characters (never the blank).
+        log_prob: natural-log probability. Beam search: the probability of ``text`` summed over
+            all its alignments (exact when unpruned and the beam kept every prefix). Greedy: the
+            probability of the single best path (a lower bound of the text's probability).
+        char_confidences: one per character: the highest probability of that character's
+            class over the frames that the most probable alignment of ``text`` assigns to it
+            (for greedy, the frames of its run on the best path).
+        confidence: ``exp(log_prob)``, in ``[0, 1]`` when each frame's probabilities sum to 1.
+    """
+
+    text: str
+    labels: tuple[int, ...]
+    log_prob: float
+    char_confidences: tuple[float, ...]
+    confidence: float
+
+
+def _engine(engine: Optional[str]) -> ModuleType:
+    """Return the kernel module for ``engine`` (None: the fastest available)."""
+    if engine is None:
+        return _DEFAULT
+    mod = ENGINES.get(engine) if isinstance(engine, str) else None
+    if mod is not None:
+        return mod
+    if engine == "cython":
+        why = " (CAPTCHA_EDGE_PUREPYTHON is set)" if os.environ.get(
+            "CAPTCHA_EDGE_PUREPYTHON") else ""
+        raise ImportError(_BUILD_HINT.format(why=why))
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be None, 'python' or 'cython'; got {type(engine).__name__}")
+    raise ValueError(f"unknown engine {engine!r}; valid engines: None, 'python', 'cython'")
+
+
+def _text(symbols: tuple[str, ...], labels: Sequence[int]) -> str:
+    """Join the symbols of ``labels``."""
+    return "".join([symbols[i] for i in labels])
+
+
+T = TypeVar("T")
+
+
+def _chunked(
+    run: Callable[[Any], list[T]], p: np.ndarray, num_threads: int, mod: ModuleType
+) -> list[T]:
+    """Run ``run`` on contiguous slices of the batch in threads (the Cython kernels release
+    the GIL); the Python engine, which holds the GIL, always runs in the calling thread."""
+    n = p.shape[0]
+    workers = min(num_threads, n) if mod is not _ctc_py else 1
+    if workers <= 1:
+        return run(p)
+    bounds = [n * i // workers for i in range(workers + 1)]
+    parts: list[list[T]] = [[] for _ in range(workers)]
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            parts[i] = run(p[bounds[i]:bounds[i + 1]])
+        except BaseException as exc:  # re-raised in the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, workers)]
+    for th in threads:
+        th.start()
+    work(0)
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+    return [item for part in parts for item in part]
+
+
+# ---------------------------------------------------------------------------------- greedy
+
+
+def decode_greedy(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    blank: int = -1,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+) -> str:
+    """Best-path CTC decode: argmax per frame, merge repeats, drop blanks.
+
+    Args:
+        probs: ``(T, C)`` float32/float64 array of per-frame class probabilities.
+        alphabet: the ``C - 1`` non-blank symbols in class order (a str, or a sequence of str
+            for multi-character symbols).
+        blank: index of the blank class; default ``-1`` (last class).
+        log_input: ``probs`` holds log-probabilities or logits (renormalised per frame).
+        engine: ``None`` (fastest available), ``"python"`` or ``"cython"``.
+
+    Returns:
+        The decoded text.
+
+    Raises:
+        TypeError, ValueError: bad ``probs``/``alphabet``/``blank`` (message names which).
+        ImportError: ``engine="cython"`` but the extension is not built.
+    """
+    mod = _engine(engine)
+    p = _validate.check_probs(probs, 2, log_input, _scan)
+    symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
+    return _text(symbols, mod.greedy(p, b, log_input))
+
+
+def greedy_search(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    blank: int = -1,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+) -> Beam:
+    """Best-path decode with details: labels, path log-probability and confidences.
+
+    Same arguments as :func:`decode_greedy`. ``log_prob`` is the log-probability of the best
+    path; each character's confidence is its class's highest probability over its run of
+    frames; ``confidence = exp(log_prob)``.
+
+    Returns:
+        A :class:`Beam`.
+    """
+    mod = _engine(engine)
+    p = _validate.check_probs(probs, 2, log_input, _scan)
+    symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
+    labels, confs, logp = mod.greedy_detail(p, b, log_input)
+    return _beam(symbols, labels, logp, confs)
+
+
+def decode_greedy_batch(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    blank: int = -1,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+    num_threads: int = 1,
+) -> list[str]:
+    """:func:`decode_greedy` over a ``(N, T, C)`` batch.
+
+    Args:
+        num_threads: threads to split the batch over; the Cython kernel releases the GIL
+            (the Python engine runs serially).
+        (others): as :func:`decode_greedy`.
+
+    Returns:
+        One text per sample.
+    """
+    mod = _engine(engine)
+    nt = _validate.check_num_threads(num_threads)
+    p = _validate.check_probs(probs, 3, log_input, _scan)
+    symbols, b = _validate.symbols(alphabet, p.shape[2], blank)
+    if p.shape[0] == 0:
+        return []
+    rows = _chunked(lambda x: mod.greedy_batch(x, b, log_input), p, nt, mod)
+    return [_text(symbols, r) for r in rows]
+
+
+def greedy_search_batch(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    blank: int = -1,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+) -> list[Beam]:
+    """:func:`greedy_search` over a ``(N, T, C)`` batch (one :class:`Beam` per sample)."""
+    mod = _engine(engine)
+    p = _validate.check_probs(probs, 3, log_input, _scan)
+    symbols, b = _validate.symbols(alphabet, p.shape[2], blank)
+    out = []
+    for x in p:
+        labels, confs, logp = mod.greedy_detail(x, b, log_input)
+        out.append(_beam(symbols, labels, logp, confs))
+    return out
+
+
+# ------------------------------------------------------------------------------------ beam
+
+
+def _beam_args(
+    p: np.ndarray,
+    alphabet: Alphabet,
+    blank: int,
+    beam_width: int,
+    top_k: Optional[int],
+    allowed: Optional[Allowed],
+    min_length: int,
+    max_length: Optional[int],
+    prune: Optional[float],
+    log_input: bool,
+) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """Validate the beam options; return (symbols, kernel args after ``p``)."""
+    symbols, b = _validate.symbols(alphabet, p.shape[-1], blank)
+    w, k, lo, hi, thr = _validate.check_beam_options(
+        beam_width, top_k, min_length, max_length, prune, p.shape[-2], log_input
+    )
+    classes = _validate.check_allowed(allowed, symbols, b)
+    return symbols, (b, log_input, w, k, classes, lo, hi, thr)
+
+
+def _beams(symbols: tuple[str, ...], found: list[Any]) -> list[Beam]:
+    """Kernel tuples -> :class:`Beam` objects."""
+    return [_beam(symbols, labels, logp, confs) for labels, logp, confs in found]
+
+
+def _beam(symbols: tuple[str, ...], labels: list[int], logp: float, confs: list[float]) -> Beam:
+    """Build one :class:`Beam` from kernel output."""
+    return Beam(_text(symbols, labels), tuple(labels), logp, tuple(confs), math.exp(logp))
+
+
+def beam_search(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    beam_width: int = 10,
+    top_k: Optional[int] = None,
+    blank: int = -1,
+    allowed: Optional[Allowed] = None,
+    min_length: int = 0,
+    max_length: Optional[int] = None,
+    prune: Optional[float] = DEFAULT_PRUNE,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+) -> list[Beam]:
+    """CTC prefix beam search in log space; the ``top_k`` best hypotheses, best first.
+
+    Each prefix keeps the probability of its alignments ending in a blank and ending in its
+    last label, so repeats are handled correctly ("aa" needs a blank between the a's) and a
+    text's probability is summed over all its alignments.
+
+    Args:
+        probs: ``(T, C)`` float32/float64 array of per-frame class probabilities.
+        alphabet: the ``C - 1`` non-blank symbols in class order.
+        beam_width: prefixes kept after each frame (>= 1).
+        top_k: hypotheses returned (1..beam_width); default ``beam_width``.
+        blank: index of the blank class; default ``-1`` (last class).
+        allowed: symbols (a str, or a sequence of symbols) or class indices that may be
+            emitted; the search never extends a prefix with anything else. ``None``: all.
+        min_length: prefixes that can no longer reach this length in the frames left are
+            dropped during the search, so every result has at least this many characters.
+        max_length: prefixes never grow past this length (``None``: no limit).
+        prune: per-frame probability below which a class does not extend prefixes (the blank
+            and repeats still count exactly). Default ``DEFAULT_PRUNE`` (1e-3): on model-like
+            (peaky) output this skips almost every class and keeps the exact search's top-1;
+            on flat output it can drop hypotheses. ``None`` or ``0``: exact search.
+        log_input: ``probs`` holds log-probabilities or logits (renormalised per frame).
+        engine: ``None`` (fastest available), ``"python"`` or ``"cython"``.
+
+    Returns:
+        Up to ``top_k`` :class:`Beam` objects, best first. Fewer (possibly none) when fewer
+        texts have non-zero probability under the constraints (e.g. ``min_length`` with a
+        single allowed symbol needs ``2 * min_length - 1`` frames).
+
+    Raises:
+        TypeError, ValueError: bad input or option (the message names the parameter).
+        ImportError: ``engine="cython"`` but the extension is not built.
+    """
+    mod = _engine(engine)
+    p = _validate.check_probs(probs, 2, log_input, _scan)
+    symbols, args = _beam_args(p, alphabet, blank, beam_width, top_k, allowed, min_length,
+                               max_length, prune, log_input)
+    return _beams(symbols, mod.beam(p, *args, True))
+
+
+def decode_beam(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    beam_width: int = 10,
+    blank: int = -1,
+    allowed: Optional[Allowed] = None,
+    min_length: int = 0,
+    max_length: Optional[int] = None,
+    prune: Optional[float] = DEFAULT_PRUNE,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+) -> str:
+    """The text of the best :func:`beam_search` hypothesis (same arguments).
+
+    Returns:
+        The decoded text; ``""`` when no text satisfies the constraints.
+    """
+    mod = _engine(engine)
+    p = _validate.check_probs(probs, 2, log_input, _scan)
+    symbols, args = _beam_args(p, alphabet, blank, beam_width, 1, allowed, min_length,
+                               max_length, prune, log_input)
+    found = mod.beam(p, *args, False)
+    return _text(symbols, found[0][0]) if found else ""
+
+
+def beam_search_batch(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    beam_width: int = 10,
+    top_k: Optional[int] = None,
+    blank: int = -1,
+    allowed: Optional[Allowed] = None,
+    min_length: int = 0,
+    max_length: Optional[int] = None,
+    prune: Optional[float] = DEFAULT_PRUNE,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+    num_threads: int = 1,
+) -> list[list[Beam]]:
+    """:func:`beam_search` over a ``(N, T, C)`` batch.
+
+    Args:
+        num_threads: threads to split the batch over; the Cython kernel releases the GIL
+            (the Python engine runs serially).
+        (others): as :func:`beam_search`.
+
+    Returns:
+        One list of :class:`Beam` (best first) per sample.
+    """
+    mod = _engine(engine)
+    nt = _validate.check_num_threads(num_threads)
+    p = _validate.check_probs(probs, 3, log_input, _scan)
+    symbols, args = _beam_args(p, alphabet, blank, beam_width, top_k, allowed, min_length,
+                               max_length, prune, log_input)
+    if p.shape[0] == 0:
+        return []
+    found = _chunked(lambda x: mod.beam_batch(x, *args, True), p, nt, mod)
+    return [_beams(symbols, f) for f in found]
+
+
+def decode_beam_batch(
+    probs: Any,
+    alphabet: Alphabet,
+    *,
+    beam_width: int = 10,
+    blank: int = -1,
+    allowed: Optional[Allowed] = None,
+    min_length: int = 0,
+    max_length: Optional[int] = None,
+    prune: Optional[float] = DEFAULT_PRUNE,
+    log_input: bool = False,
+    engine: Optional[str] = None,
+    num_threads: int = 1,
+) -> list[str]:
+    """:func:`decode_beam` over a ``(N, T, C)`` batch; one text per sample."""
+    mod = _engine(engine)
+    nt = _validate.check_num_threads(num_threads)
+    p = _validate.check_probs(probs, 3, log_input, _scan)
+    symbols, args = _beam_args(p, alphabet, blank, beam_width, 1, allowed, min_length,
+                               max_length, prune, log_input)
+    if p.shape[0] == 0:
+        return []
+    found = _chunked(lambda x: mod.beam_batch(x, *args, False), p, nt, mod)
+    return [_text(symbols, f[0][0]) if f else "" for f in found]
