@@ -130,8 +130,10 @@ esac
 [[ "$(uname -m)" == "x86_64" ]] || die "this harness runs on an x86_64 host (found $(uname -m))"
 
 GUEST_PID=""
+X86_SRC=""
 cleanup_outer() {
   local rc=$?
+  [[ -n "$X86_SRC" ]] && rm -rf "$X86_SRC"
   if [[ -n "$GUEST_PID" ]] && kill -0 "$GUEST_PID" 2>/dev/null; then
     kill -TERM "$GUEST_PID" 2>/dev/null || true   # unshare --kill-child takes its namespace with it
     wait "$GUEST_PID" 2>/dev/null || true
@@ -152,6 +154,18 @@ cleanup_outer() {
 }
 trap cleanup_outer EXIT
 trap 'exit 130' INT TERM
+
+# Copy what a clone holds (tracked + untracked-but-not-ignored files), never host build outputs
+# (.so, build/, .venv), so the extension really is compiled where it is installed.
+copy_checkout() {
+  if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+      | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$1"
+  else
+    tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=build --exclude='*.so' \
+      --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -xf - -C "$1"
+  fi
+}
 
 say "1/6 host: qemu-user-static, binfmt-support, mmdebstrap"
 need=()
@@ -217,9 +231,7 @@ say "4/6 guest files: this checkout, DNS and CA bundle for pip"
 [[ -d "$DATA" ]] || die "captchas not found: $DATA (expected ../shared/data/captcha_images_v2 beside the repo, or set CAPTCHA_EDGE_PI_DATA)"
 rm -rf "$ROOTFS/work/captcha-edge" "$ROOTFS/work/out" "$ROOTFS/opt/pi-venv" "$ROOTFS/opt/pi-venv-tflite"
 mkdir -p "$ROOTFS$GUEST_REPO" "$ROOTFS$GUEST_OUT"
-# Tracked + untracked-but-not-ignored files: what a clone has, never host build outputs (.so, build/).
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-  | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$ROOTFS$GUEST_REPO"
+copy_checkout "$ROOTFS$GUEST_REPO"
 cp "$MODEL" "$ROOTFS$GUEST_OUT/model_int8.tflite"
 HAVE_FLOAT=0
 if [[ -z "$FLOAT_MODEL" ]]; then
@@ -247,6 +259,9 @@ guest_rc=0
 wait "$GUEST_PID" || guest_rc=$?
 GUEST_PID=""
 if grep -q " $ROOTFS" /proc/self/mountinfo; then die "mounts under $ROOTFS survived the namespace"; fi
+if (( guest_rc != 0 )); then
+  echo "partial summary:"; cat "$ROOTFS$GUEST_OUT/summary.txt" 2>/dev/null || true
+fi
 (( guest_rc == 0 )) || die "a step inside the emulated Pi failed (exit $guest_rc; see the last section above)"
 
 say "6/6 x86 reference: same images, same ai-edge-litert version, compared element by element"
@@ -254,9 +269,7 @@ OUT="$ROOTFS$GUEST_OUT"
 LITERT_VERSION="$(cat "$OUT/litert_version")"
 X86_VENV="$CACHE/x86-venv"
 X86_SRC="$(mktemp -d)"
-trap 'rm -rf "$X86_SRC"; cleanup_outer' EXIT
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-  | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$X86_SRC"
+copy_checkout "$X86_SRC"
 PY=/usr/bin/python3; [[ -x "$PY" ]] || PY="$(command -v python3)"
 rm -rf "$X86_VENV"
 "$PY" -m venv "$X86_VENV"
@@ -265,13 +278,29 @@ PIP_CACHE_DIR="$CACHE/pip-x86_64" PIP_ONLY_BINARY="$ONLY_BINARY" \
 "$X86_VENV/bin/python" -c 'import platform, sys; from importlib.metadata import version as v; print("  x86:", platform.machine(), sys.version.split()[0], "ai-edge-litert", v("ai-edge-litert"), "numpy", v("numpy"))'
 "$X86_VENV/bin/python" "$REPO/tests/pi/dump_outputs.py" --model "$MODEL" --images "$DATA" \
   --n "$N_IMAGES" --out "$OUT/x86_64.npz"
+bitexact_rc=0
 "$X86_VENV/bin/python" "$REPO/tests/pi/compare_outputs.py" "$OUT/x86_64.npz" "$OUT/aarch64.npz" \
-  | tee "$OUT/bitexact.txt"
-bitexact_rc=${PIPESTATUS[0]}
+  > "$OUT/bitexact.txt" || bitexact_rc=$?
+cat "$OUT/bitexact.txt"
+# The whole shared set through the user-facing CLI on both sides: same counts or the Pi reads differently.
+"$X86_VENV/bin/captcha-edge" eval "$DATA" --model "$MODEL" --json > "$OUT/eval_x86_64.json"
+evalcmp_rc=0
+"$X86_VENV/bin/python" - "$OUT/eval_x86_64.json" "$OUT/eval_aarch64.json" > "$OUT/eval_compare.txt" <<'EOF' || evalcmp_rc=$?
+import json, sys
+x, a = (json.load(open(p)) for p in sys.argv[1:])
+keys = ("images", "correct", "edits", "chars", "unreadable")
+same = all(x[k] == a[k] for k in keys)
+print(f"{'same' if same else 'DIFFERENT'} on x86 and the emulated Pi: "
+      + ", ".join(f"{k} {x[k]}" + ("" if x[k] == a[k] else f" vs {a[k]}") for k in keys))
+sys.exit(0 if same else 1)
+EOF
+cat "$OUT/eval_compare.txt"
 
 say "SUMMARY (emulated Raspberry Pi: Debian $SUITE $ARCH, qemu-user $(dpkg-query -W -f='${Version}' qemu-user-static), QEMU_CPU=$QEMU_CPU_MODEL)"
 cat "$OUT/summary.txt"
 echo "  bit-exactness:  $(head -n1 "$OUT/bitexact.txt")"
+echo "  eval x86 vs Pi: $(cat "$OUT/eval_compare.txt")"
 echo "  total time:     $(( $(date +%s) - T0 )) s"
 (( bitexact_rc == 0 )) || die "int8 outputs or texts differ between the emulated Pi and x86"
+(( evalcmp_rc == 0 )) || die "captcha-edge eval counts differ between the emulated Pi and x86"
 echo "PI EMULATION PASSED"
