@@ -1,0 +1,370 @@
+"""Training data: find labelled images, draw synthetic ones, split them, load them as arrays.
+
+Nothing here imports TensorFlow, so every user error (bad folder, bad labels, bad charset) is
+found in a second, before the slow import. Images go through :func:`captcha_edge.preprocess.to_array`,
+the very function the runtime uses, so training and inference see identical pixels.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+import re
+import string
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import CaptchaEdgeError, ImageError
+from ..preprocess import to_array
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+#: More than this share of unreadable files stops the run: the folder is probably wrong.
+MAX_UNREADABLE = 0.05
+
+#: Charset used by ``--synthetic`` when neither ``--charset`` nor real labels give one.
+DEFAULT_SYNTHETIC_CHARSET = string.digits + string.ascii_lowercase
+
+
+class TrainDataError(CaptchaEdgeError, ValueError):
+    """A user error in the training data or options; the CLI prints it and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: ``name`` is its stable id (relative path, or ``synthetic/...``)."""
+
+    name: str
+    label: str
+    path: Optional[Path] = None
+    seed: Optional[int] = None  # synthetic samples are redrawn from (seed, index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding labelled files
+
+
+def _image_files(root: Path, recursive: bool) -> List[Path]:
+    pattern = "**/*" if recursive else "*"
+    files = [p for p in root.glob(pattern)
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")]
+    return sorted(files)
+
+
+def label_from_name(stem: str, pattern: Optional["re.Pattern[str]"]) -> Optional[str]:
+    """Label of a file stem: the stem itself, or the first group of ``pattern`` searched in it."""
+    if pattern is None:
+        return stem
+    m = pattern.search(stem)
+    if m is None:
+        return None
+    return m.group(1) if pattern.groups else m.group(0)
+
+
+def compile_label_pattern(text: str) -> "re.Pattern[str]":
+    """Compile ``--label-pattern``; it must have exactly one capturing group (the label)."""
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise TrainDataError(f"--label-pattern {text!r} is not a valid regular expression ({exc})")
+    if pattern.groups < 1:
+        raise TrainDataError(f"--label-pattern {text!r} has no capturing group; wrap the label "
+                             "part in parentheses, e.g. '^([a-z0-9]+)-\\d+$'")
+    return pattern
+
+
+def read_labels_file(path: Path) -> List[Tuple[str, str]]:
+    """Read a ``filename,label`` CSV or TSV (tab if the file is .tsv or its first line has a tab).
+
+    A first row ``filename,label`` (any case) is taken as a header. Blank lines are ignored.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainDataError(f"--labels {path}: cannot read ({exc})") from None
+    lines = text.splitlines()
+    first = next((ln for ln in lines if ln.strip()), "")
+    delim = "\t" if path.suffix.lower() == ".tsv" or "\t" in first else ","
+    rows: List[Tuple[str, str]] = []
+    for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 2:
+            raise TrainDataError(f"--labels {path}: line {lineno} has {len(row)} fields; expected "
+                                 f"2 (filename{'<TAB>' if delim == chr(9) else ','}label)")
+        fname, label = row[0].strip(), row[1].strip()
+        if not rows and fname.lower() in ("filename", "file", "path", "name") \
+                and label.lower() in ("label", "text"):
+            continue
+        if not fname or not label:
+            raise TrainDataError(f"--labels {path}: line {lineno} has an empty "
+                                 f"{'filename' if not fname else 'label'}")
+        rows.append((fname, label))
+    if not rows:
+        raise TrainDataError(f"--labels {path}: no rows")
+    return rows
+
+
+def find_samples(data_dir: Optional[Path], *, labels_file: Optional[Path] = None,
+                 label_pattern: Optional[str] = None, recursive: bool = False) -> List[Sample]:
+    """List the labelled images of a folder (label = stem, or ``label_pattern``) or labels file.
+
+    Raises:
+        TrainDataError: missing folder, no images, a name the pattern does not match, duplicate
+            rows in the labels file.
+    """
+    if labels_file is not None:
+        if not labels_file.is_file():
+            raise TrainDataError(f"--labels {labels_file}: no such file")
+        base = data_dir if data_dir is not None else labels_file.parent
+        if not base.is_dir():
+            raise TrainDataError(f"--data-dir {base}: no such folder")
+        seen: Dict[str, str] = {}
+        out = []
+        for fname, label in read_labels_file(labels_file):
+            rel = Path(fname).as_posix()
+            if rel in seen:
+                raise TrainDataError(f"--labels {labels_file}: {fname} is listed twice")
+            seen[rel] = label
+            out.append(Sample(rel, label, base / fname))
+        return out
+    if data_dir is None:
+        return []
+    if not data_dir.exists():
+        raise TrainDataError(f"--data-dir {data_dir}: no such folder")
+    if not data_dir.is_dir():
+        raise TrainDataError(f"--data-dir {data_dir}: not a folder")
+    files = _image_files(data_dir, recursive)
+    if not files:
+        hint = "" if recursive else " (add --recursive to search sub-folders)"
+        raise TrainDataError(f"--data-dir {data_dir}: no image files "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
+    pattern = compile_label_pattern(label_pattern) if label_pattern else None
+    out = []
+    for p in files:
+        label = label_from_name(p.stem, pattern)
+        if not label:
+            raise TrainDataError(f"--label-pattern {label_pattern!r} does not match file name "
+                                 f"{p.name!r} (or matches an empty label)")
+        out.append(Sample(p.relative_to(data_dir).as_posix(), label, p))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Charset and label checks
+
+
+def infer_charset(labels: Sequence[str]) -> str:
+    """Sorted set of the characters in ``labels``."""
+    return "".join(sorted(set("".join(labels))))
+
+
+def check_charset(charset: str) -> str:
+    """Validate ``--charset``: non-empty, no duplicates."""
+    if not charset:
+        raise TrainDataError("--charset is empty")
+    dups = sorted({c for c in charset if charset.count(c) > 1})
+    if dups:
+        raise TrainDataError(f"--charset has duplicate characters: {''.join(dups)!r}")
+    return charset
+
+
+def check_labels(samples: Sequence[Sample], charset: str, time_steps: int) -> int:
+    """Check every label against ``charset`` and the CTC length bound; return the max length.
+
+    CTC needs ``T >= 2*len + 1`` frames in the worst case (a blank between every pair of repeated
+    characters), so a longer label could never be emitted.
+    """
+    allowed = set(charset)
+    longest = 0
+    limit = (time_steps - 1) // 2
+    for s in samples:
+        bad = sorted(set(s.label) - allowed)
+        if bad:
+            raise TrainDataError(f"{s.name}: label {s.label!r} has characters not in the charset: "
+                                 f"{''.join(bad)!r} (charset {charset!r})")
+        if len(s.label) > limit:
+            raise TrainDataError(
+                f"{s.name}: label {s.label!r} has {len(s.label)} characters but the model emits "
+                f"{time_steps} frames, so at most {limit} fit (CTC needs T >= 2*len+1); "
+                "use a wider --width or shorter labels")
+        longest = max(longest, len(s.label))
+    return longest
+
+
+# ----------------------------------------------------------------------------------------------
+# Split
+
+
+def is_val(name: str, val_fraction: float, salt: str = "") -> bool:
+    """Deterministic split by a hash of the sample name: adding files never moves old ones."""
+    h = hashlib.sha256(f"{salt}{name}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64 < val_fraction
+
+
+def split_samples(samples: Sequence[Sample], val_fraction: float,
+                  salt: str = "") -> Tuple[List[Sample], List[Sample]]:
+    """Return ``(train, val)``; the assignment of a sample depends only on its name."""
+    train: List[Sample] = []
+    val: List[Sample] = []
+    for s in samples:
+        (val if is_val(s.name, val_fraction, salt) else train).append(s)
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic captchas
+
+
+class _SeededSecrets:
+    """The three ``secrets`` functions that ``captcha.image`` calls, drawn from a seeded RNG."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def randbelow(self, n: int) -> int:
+        return self._rng.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self._rng.getrandbits(k)
+
+    def choice(self, seq: Sequence[Any]) -> Any:
+        return self._rng.choice(seq)
+
+
+@contextmanager
+def _seeded_captcha(rng: random.Random) -> Iterator[Any]:
+    # captcha.image draws everything from the (unseedable) secrets module; swap in a seeded
+    # stand-in for the duration so the same seed gives the same pictures.
+    try:
+        import captcha.image as ci
+    except ImportError:
+        raise TrainDataError("--synthetic needs the 'captcha' package: "
+                             'pip install "captcha-edge[train]"') from None
+    saved = ci.secrets
+    ci.secrets = _SeededSecrets(rng)  # type: ignore[assignment]
+    try:
+        yield ci
+    finally:
+        ci.secrets = saved
+
+
+def parse_length_range(text: str) -> Tuple[int, int]:
+    """``"5"`` -> (5, 5); ``"4-6"`` -> (4, 6)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        raise TrainDataError(f"--synthetic-length must be N or MIN-MAX (e.g. 4-6); got {text!r}")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) else lo
+    if lo < 1 or hi < lo:
+        raise TrainDataError(f"--synthetic-length must satisfy 1 <= MIN <= MAX; got {text!r}")
+    return lo, hi
+
+
+def synthetic_samples(n: int, charset: str, lengths: Tuple[int, int], seed: int) -> List[Sample]:
+    """``n`` synthetic sample descriptions (labels drawn from ``seed``; pictures drawn on load)."""
+    rng = random.Random(f"captcha-edge-labels-{seed}")
+    out = []
+    for i in range(n):
+        k = rng.randint(lengths[0], lengths[1])
+        label = "".join(rng.choice(charset) for _ in range(k))
+        out.append(Sample(f"synthetic/{seed}/{i:07d}", label, None, seed))
+    return out
+
+
+def draw_synthetic(sample: Sample, width: int, height: int) -> np.ndarray:
+    """The RGB picture of a synthetic sample as a uint8 array; a pure function of (seed, name)."""
+    rng = random.Random(f"captcha-edge-image-{sample.seed}-{sample.name}")
+    with _seeded_captcha(rng) as ci:
+        # The captcha fonts are sized for ~60 px high images; scale them with the height.
+        sizes = tuple(max(8, round(s * height / 60)) for s in (42, 50, 56))
+        gen = ci.ImageCaptcha(width=width, height=height, font_sizes=sizes)
+        img = gen.generate_image(sample.label)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class Loaded:
+    """Preprocessed images and their samples (same order) plus the unreadable ones."""
+
+    samples: List[Sample]
+    images: np.ndarray  # uint8 (N, H, W)
+    unreadable: List[Tuple[str, str]]  # (name, reason)
+
+
+def load_samples(samples: Sequence[Sample], recipe: Mapping[str, Any], *,
+                 progress: bool = False, desc: str = "loading") -> Loaded:
+    """Preprocess every sample with ``to_array``; unreadable files are collected, not raised."""
+    h, w = int(recipe["height"]), int(recipe["width"])
+    arrays: List[np.ndarray] = []
+    kept: List[Sample] = []
+    bad: List[Tuple[str, str]] = []
+    it: Any = samples
+    if progress:
+        try:
+            from tqdm import tqdm
+            it = tqdm(samples, desc=desc, unit="img", leave=False)
+        except ImportError:
+            pass
+    for s in it:
+        try:
+            src: Any = s.path if s.path is not None else draw_synthetic(s, w, h)
+            arrays.append(to_array(src, recipe))
+        except ImageError as exc:
+            bad.append((s.name, str(exc)))
+            continue
+        except OSError as exc:
+            bad.append((s.name, f"{s.path}: {exc.strerror or exc}"))
+            continue
+        kept.append(s)
+    images = np.stack(arrays) if arrays else np.zeros((0, h, w), np.uint8)
+    return Loaded(kept, images, bad)
+
+
+def check_unreadable(n_total: int, unreadable: Sequence[Tuple[str, str]],
+                     limit: float = MAX_UNREADABLE) -> None:
+    """Raise when every file, or more than ``limit`` of them, could not be read."""
+    if not unreadable:
+        return
+    if len(unreadable) == n_total:
+        raise TrainDataError(f"none of the {n_total} images could be read "
+                             f"(first: {unreadable[0][1]})")
+    if len(unreadable) > limit * n_total:
+        raise TrainDataError(f"{len(unreadable)} of {n_total} images are unreadable "
+                             f"(more than {limit:.0%}; first: {unreadable[0][1]})")
+
+
+def encode_labels(labels: Sequence[str], charset: str,
+                  max_len: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Labels -> (int32 (N, max_len) indices padded with 0, int32 (N,) lengths)."""
+    index = {c: i for i, c in enumerate(charset)}
+    codes = np.zeros((len(labels), max(1, max_len)), np.int32)
+    lengths = np.zeros((len(labels),), np.int32)
+    for i, lab in enumerate(labels):
+        codes[i, :len(lab)] = [index[c] for c in lab]
+        lengths[i] = len(lab)
+    return codes, lengths
+
+
+def summarize(samples: Sequence[Sample], charset: str) -> Dict[str, Any]:
+    """Counts, label lengths and per-character frequencies, for the log and ``model.json``."""
+    lengths: Dict[int, int] = {}
+    chars: Dict[str, int] = {c: 0 for c in charset}
+    for s in samples:
+        lengths[len(s.label)] = lengths.get(len(s.label), 0) + 1
+        for c in s.label:
+            chars[c] = chars.get(c, 0) + 1
+    return {
+        "count": len(samples),
+        "synthetic": sum(1 for s in samples if s.seed is not None),
+        "label_lengths": {str(k): v for k, v in sorted(lengths.items())},
+        "char_counts": chars,
+    }

@@ -1,0 +1,369 @@
+"""The training loop: tf.data pipeline, CTC loss, Adam + warmup/cosine schedule, evaluation,
+early stopping with best-weight restore, checkpoints for ``--resume`` and Ctrl-C, run artifacts.
+
+TensorFlow is imported only here (and lazily), after the CLI has checked every argument.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import ctc, report
+from .augment import AugmentConfig, augment_batch
+from .data import TrainDataError
+from .model import ModelConfig, build_model, ctc_loss, pack_targets
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class Prepared:
+    """Everything training needs, already checked and loaded (see ``cli.prepare``)."""
+
+    charset: str
+    recipe: Dict[str, Any]
+    model_config: ModelConfig
+    max_label_length: int
+    train_images: np.ndarray  # uint8 (N, H, W)
+    train_labels: List[str]
+    train_names: List[str]
+    val_images: np.ndarray
+    val_labels: List[str]
+    val_names: List[str]
+    meta: Dict[str, Any] = field(default_factory=dict)  # data summary, split, sources
+
+
+@dataclass
+class Options:
+    """Training hyper-parameters and switches (CLI flags)."""
+
+    out: Path
+    epochs: int = 60
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    warmup_epochs: float = 2.0
+    patience: int = 15
+    seed: int = 0
+    augment: Optional[AugmentConfig] = AugmentConfig()
+    resume: bool = False
+    threads: int = 0
+    max_minutes: float = 0.0
+    mixed_precision: str = "auto"  # auto | on | off
+    verbose: int = 1
+
+
+def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple[Any, bool]:
+    """Set threads, seeds, mixed precision and the distribution strategy; return (strategy, gpu).
+
+    Must run before any TensorFlow op executes (thread counts are fixed at first use).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import keras
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    gpus = tf.config.list_physical_devices("GPU")
+    for g in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(g, True)
+        except (ValueError, RuntimeError):
+            pass
+    use_mp = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    # float16 compute on tensor cores; the "probs" softmax layer is pinned to float32 in model.py
+    # and the loss casts logits to float32.
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
+    keras.utils.set_random_seed(seed)
+    if len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    return strategy, bool(gpus)
+
+
+def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
+                 augment: Optional[AugmentConfig]) -> Any:
+    """Shuffled (each epoch, seeded) batches of (float32 (B,H,W,1) pixels, packed targets)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, targets))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_input(x: Any, y: Any) -> Tuple[Any, Any]:
+        x = tf.cast(x, tf.float32)[..., None]
+        if augment is not None:
+            x = augment_batch(x, augment)
+        return x, y
+
+    return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Run the logits model in inference mode over uint8 images; float32 (N, T, C)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].astype(np.float32)[..., None]
+        out.append(np.asarray(model(x, training=False), dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def evaluate(train_model: Any, images: np.ndarray, labels: Sequence[str], targets: np.ndarray,
+             charset: str) -> Tuple[Dict[str, float], List[str]]:
+    """Validation loss, sequence accuracy and CER; also the predicted strings."""
+    logits = predict_logits(train_model, images)
+    loss = float(np.mean(np.asarray(ctc_loss(targets, logits))))
+    preds = ctc.greedy_decode(softmax(logits), charset)
+    s = ctc.score(labels, preds)
+    return {"val_loss": loss, "val_seq_acc": s["seq_acc"], "val_cer": s["cer"]}, preds
+
+
+def _is_better(a: Dict[str, float], b: Optional[Dict[str, float]]) -> bool:
+    """Higher sequence accuracy wins, then lower CER, then lower validation loss."""
+    if b is None:
+        return True
+    ka = (a["val_seq_acc"], -a["val_cer"], -a["val_loss"])
+    kb = (b["val_seq_acc"], -b["val_cer"], -b["val_loss"])
+    return ka > kb
+
+
+class _Tracker:
+    """Per-epoch evaluation, history, best weights, checkpoints and the stop rules."""
+
+    def __init__(self, p: Prepared, o: Options, train_model: Any, val_targets: np.ndarray,
+                 state: Dict[str, Any]) -> None:
+        self.p, self.o, self.model = p, o, train_model
+        self.val_targets = val_targets
+        self.history: List[Dict[str, Any]] = list(state.get("history", []))
+        self.best: Optional[Dict[str, float]] = state.get("best")
+        self.best_epoch: int = int(state.get("best_epoch", 0))
+        self.best_weights: Optional[List[np.ndarray]] = None
+        self.since_best: int = int(state.get("since_best", 0))
+        self.elapsed_before: float = float(state.get("train_seconds", 0.0))
+        self.started = time.monotonic()
+        self.stop_reason = ""
+        self.epoch_started = self.started
+
+    @property
+    def seconds(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def on_epoch_begin(self) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: Dict[str, Any]) -> bool:
+        """Evaluate, record, checkpoint; return True to stop training."""
+        metrics, _ = evaluate(self.model, self.p.val_images, self.p.val_labels,
+                              self.val_targets, self.p.charset)
+        logs.update(metrics)
+        lr = self.model.optimizer.learning_rate
+        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))), **metrics,
+               "lr": float(np.asarray(lr)), "epoch_seconds": round(time.monotonic()
+                                                                   - self.epoch_started, 2),
+               "train_seconds": round(self.seconds, 2)}
+        self.history.append(row)
+        if _is_better(metrics, self.best):
+            self.best, self.best_epoch, self.since_best = metrics, epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+            self.save_weights("best")
+        else:
+            self.since_best += 1
+        self.save_checkpoint(next_epoch=epoch + 1)
+        if self.o.patience and self.since_best >= self.o.patience:
+            self.stop_reason = f"early stop: no improvement for {self.o.patience} epochs"
+        elif self.o.max_minutes and self.seconds >= self.o.max_minutes * 60:
+            self.stop_reason = f"time limit of {self.o.max_minutes:g} min reached"
+        elif self.best is not None and self.best["val_seq_acc"] >= 1.0 \
+                and self.best["val_cer"] == 0.0 and self.since_best >= max(3, self.o.patience // 3):
+            self.stop_reason = "validation is perfect and stable"
+        return bool(self.stop_reason)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_weights(self, which: str) -> None:
+        path = self.o.out / CHECKPOINT_DIR / f"{which}.weights.h5"
+        report.atomic_write(path, lambda t: self.model.save_weights(str(t)), ".weights.h5")
+
+    def save_checkpoint(self, next_epoch: int, interrupted: bool = False) -> None:
+        self.save_weights("last")
+        state = {
+            "next_epoch": next_epoch,
+            "step": int(np.asarray(self.model.optimizer.iterations)),
+            "history": self.history,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "since_best": self.since_best,
+            "train_seconds": round(self.seconds, 2),
+            "interrupted": interrupted,
+            "charset": self.p.charset,
+            "model_config": self.p.model_config.to_dict(),
+            "preprocess": self.p.recipe,
+            "epochs": self.o.epochs,
+        }
+        report.write_json(self.o.out / CHECKPOINT_DIR / "state.json", state)
+
+
+def load_state(out: Path, p: Prepared) -> Dict[str, Any]:
+    """Read ``RUN/checkpoint/state.json`` for ``--resume`` and check it matches this run."""
+    path = out / CHECKPOINT_DIR / "state.json"
+    if not path.is_file() or not (out / CHECKPOINT_DIR / "last.weights.h5").is_file():
+        raise TrainDataError(f"--resume: no checkpoint in {out / CHECKPOINT_DIR} "
+                             "(train once without --resume first)")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainDataError(f"--resume: {path} is unreadable ({exc})") from None
+    for key, now in (("charset", p.charset), ("model_config", p.model_config.to_dict()),
+                     ("preprocess", p.recipe)):
+        if state.get(key) != now:
+            raise TrainDataError(f"--resume: the checkpoint was trained with a different {key} "
+                                 f"({state.get(key)!r} vs {now!r}); repeat the original options")
+    return state
+
+
+def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
+    """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
+    state = load_state(o.out, p) if o.resume else {}
+    strategy, gpu = configure_tensorflow(o.threads, o.seed, o.mixed_precision)
+    import keras
+
+    max_len = p.max_label_length
+    from .data import encode_labels
+
+    tr_codes, tr_len = encode_labels(p.train_labels, p.charset, max_len)
+    va_codes, va_len = encode_labels(p.val_labels, p.charset, max_len)
+    train_targets = pack_targets(tr_codes, tr_len)
+    val_targets = pack_targets(va_codes, va_len)
+
+    steps_per_epoch = max(1, -(-len(p.train_images) // o.batch_size))
+    total_steps = steps_per_epoch * o.epochs
+    warmup = min(int(o.warmup_epochs * steps_per_epoch), total_steps // 2)
+    with strategy.scope():
+        train_model, inference = build_model(p.model_config, keras)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=o.learning_rate / 10 if warmup else o.learning_rate,
+            decay_steps=max(1, total_steps - warmup), alpha=0.02,
+            warmup_target=o.learning_rate if warmup else None, warmup_steps=warmup)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0)
+        train_model.compile(optimizer=optimizer, loss=ctc_loss)
+    initial_epoch = 0
+    if state:
+        train_model.load_weights(str(o.out / CHECKPOINT_DIR / "last.weights.h5"))
+        optimizer.build(train_model.trainable_variables)
+        optimizer.iterations.assign(int(state["step"]))
+        initial_epoch = int(state["next_epoch"])
+    if o.verbose:
+        print(f"model: {inference.count_params():,} parameters, {p.model_config.time_steps} "
+              f"frames, {'GPU' if gpu else 'CPU'}"
+              f"{', mixed precision' if keras.mixed_precision.global_policy().name != 'float32' else ''}"
+              f"{f', {strategy.num_replicas_in_sync} replicas' if strategy.num_replicas_in_sync > 1 else ''}",
+              flush=True)
+
+    tracker = _Tracker(p, o, train_model, val_targets, state)
+    if state and (o.out / CHECKPOINT_DIR / "best.weights.h5").is_file():
+        last = train_model.get_weights()
+        train_model.load_weights(str(o.out / CHECKPOINT_DIR / "best.weights.h5"))
+        tracker.best_weights = train_model.get_weights()
+        train_model.set_weights(last)
+
+    class _Callback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            tracker.on_epoch_begin()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if tracker.on_epoch_end(epoch, logs if logs is not None else {}):
+                self.model.stop_training = True
+
+    ds = make_dataset(p.train_images, train_targets, o.batch_size, o.seed, o.augment)
+    interrupted = False
+    exit_code = 0
+    if initial_epoch < o.epochs and not state.get("finished"):
+        try:
+            train_model.fit(ds, epochs=o.epochs, initial_epoch=initial_epoch,
+                            callbacks=[_Callback()],
+                            verbose=(1 if sys.stdout.isatty() else 2) if o.verbose else 0)
+        except KeyboardInterrupt:
+            interrupted = True
+            exit_code = 130
+            done = tracker.history[-1]["epoch"] if tracker.history else initial_epoch
+            tracker.save_checkpoint(next_epoch=done, interrupted=True)
+            print(f"\ninterrupted: checkpoint saved in {o.out / CHECKPOINT_DIR}; continue with "
+                  "the same command plus --resume", file=sys.stderr, flush=True)
+    if tracker.stop_reason and o.verbose:
+        print(tracker.stop_reason, flush=True)
+    if tracker.best_weights is not None:
+        train_model.set_weights(tracker.best_weights)
+    return finish(p, o, train_model, inference, tracker, val_targets, interrupted), exit_code
+
+
+def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _Tracker,
+           val_targets: np.ndarray, interrupted: bool) -> Dict[str, Any]:
+    """Write model.keras, model.json, history.csv, curves.png, samples.png, metrics.json."""
+    import keras
+
+    metrics, preds = evaluate(train_model, p.val_images, p.val_labels, val_targets, p.charset)
+    report.atomic_write(o.out / "model.keras", lambda t: inference.save(str(t)), ".keras")
+    cfg = p.model_config
+    model_json = {
+        "charset": p.charset,
+        "blank": len(p.charset),
+        "preprocess": p.recipe,
+        "input_shape": [cfg.height, cfg.width, 1],
+        "time_steps": cfg.time_steps,
+        "max_label_length": p.max_label_length,
+        "model_config": cfg.to_dict(),
+        **p.meta,
+        "val_files": p.val_names,
+        "train_files": p.train_names,
+        "package_version": _package_version(),
+        "keras": "keras3",
+        "keras_version": keras.__version__,
+        "mixed_precision": keras.mixed_precision.global_policy().name,
+        "seed": o.seed,
+    }
+    report.write_json(o.out / "model.json", model_json)
+    if tracker.history:
+        report.write_history(o.out / "history.csv", tracker.history)
+        report.plot_curves(o.out / "curves.png", tracker.history)
+    report.plot_samples(o.out / "samples.png", p.val_images, p.val_labels, preds)
+    wrong = [{"file": n, "truth": t, "pred": q}
+             for n, t, q in zip(p.val_names, p.val_labels, preds) if t != q]
+    out = {
+        "val_seq_acc": metrics["val_seq_acc"],
+        "val_cer": metrics["val_cer"],
+        "val_loss": metrics["val_loss"],
+        "val_count": len(p.val_labels),
+        "train_count": len(p.train_labels),
+        "best_epoch": tracker.best_epoch,
+        "epochs_run": tracker.history[-1]["epoch"] if tracker.history else 0,
+        "train_seconds": round(tracker.seconds, 2),
+        "stop_reason": tracker.stop_reason or ("interrupted" if interrupted else "epochs done"),
+        "interrupted": interrupted,
+        "confusions": ctc.confusions(p.val_labels, preds),
+        "errors": wrong[:100],
+        "parameters": int(inference.count_params()),
+    }
+    report.write_json(o.out / "metrics.json", out)
+    return out
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("captcha-edge")
+    except Exception:  # not installed (running from a source tree)
+        return "0+unknown"
