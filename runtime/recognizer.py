@@ -30,18 +30,23 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default_int8.tflit
 
 ModelSource = Union[str, "os.PathLike[str]", bytes, None]
 
+#: Beam width used when constraints or top_k > 1 are asked for without an explicit beam_width.
+_DEFAULT_BEAM = 10
+
 
 @dataclass(frozen=True)
 class Prediction:
     """A detailed recognition result.
 
     Attributes:
-        text: the decoded string (the best beam, or the greedy path when beam_width is 1).
-        confidence: probability-like score of the whole sequence in [0, 1] (the product of the
-            per-character confidences).
-        char_confidences: one value in [0, 1] per character of ``text``.
-        alternatives: the top-k ``(text, confidence)`` pairs from the beam search, best first;
-            only ``((text, confidence),)`` when ``top_k`` is 1.
+        text: the decoded string (the best beam, or the greedy path); ``""`` when no text
+            satisfies the ``allowed``/length constraints.
+        confidence: probability of ``text`` in [0, 1]: summed over its alignments for the beam
+            search, the best path's probability for greedy decoding.
+        char_confidences: one value in [0, 1] per character of ``text`` (the highest
+            probability of that character over the frames aligned to it).
+        alternatives: the top-k ``(text, confidence)`` pairs from the beam search, best first
+            (``alternatives[0]`` is ``(text, confidence)``).
     """
 
     text: str
@@ -80,7 +85,9 @@ class Recognizer:
             For throughput over many images prefer ``predict_batch(..., workers=N)``.
         backend: ``"ai-edge-litert"``, ``"tflite-runtime"`` or ``"tensorflow"``; None picks the
             first installed in that order (or ``$CAPTCHA_EDGE_BACKEND``).
-        beam_width: default decoding: 1 = greedy (best path), > 1 = CTC prefix beam search.
+        beam_width: default decoding: 1 = greedy (best path), > 1 = CTC prefix beam search;
+            None (default) = greedy, or a width-10 beam search when ``allowed``, a length
+            bound or ``top_k > 1`` is asked for (greedy decoding cannot honour those).
         allowed: default set of characters the output may contain (None: the whole charset).
         min_length, max_length: default length range of the output (None: unbounded).
 
@@ -96,7 +103,7 @@ class Recognizer:
     """
 
     def __init__(self, model: ModelSource = None, *, num_threads: Optional[int] = None,
-                 backend: Optional[str] = None, beam_width: int = 1,
+                 backend: Optional[str] = None, beam_width: Optional[int] = None,
                  allowed: Optional[str] = None, min_length: Optional[int] = None,
                  max_length: Optional[int] = None) -> None:
         _check_int("num_threads", num_threads, 1)
@@ -184,6 +191,7 @@ class Recognizer:
             raise ModelFormatError(f"{name}: output shape {list(oshape)} does not match a "
                                    f"charset of {len(self.charset)} symbols + blank")
         self.time_steps = oshape[1]
+        self._in_shape = tuple(int(d) for d in i["shape"])
         i_scale, i_zero = i["quantization"]
         o_scale, o_zero = o["quantization"]
         return _IOSpec(int(i["index"]), i["dtype"], float(i_scale), int(i_zero),
@@ -234,7 +242,10 @@ class Recognizer:
             info = np.iinfo(io.in_dtype)
             q = np.rint(array.astype(np.float32) / io.in_scale) + io.in_zero
             x = np.clip(q, info.min, info.max).astype(io.in_dtype)
-        interp.set_tensor(io.in_index, x.reshape(interp.get_input_details()[0]["shape"]))
+        interp.set_tensor(io.in_index, x.reshape(self._in_shape))
+        # A converted Keras LSTM keeps its state in TFLite variable tensors that survive
+        # invoke(): without this reset each image would start from the previous image's state.
+        interp.reset_all_variables()
         interp.invoke()
         out = interp.get_tensor(io.out_index)[0]
         if io.out_dtype == np.float32:
@@ -258,29 +269,32 @@ class Recognizer:
                  min_length: Optional[int], max_length: Optional[int]) -> Dict[str, Any]:
         """Per-call decoding options over the instance defaults."""
         given = self._decode_options(beam_width, allowed, min_length, max_length)
-        opts = {k: (v if v is not None else self._decode_defaults[k]) for k, v in given.items()}
-        if opts["beam_width"] is None:
-            opts["beam_width"] = 1
-        return opts
+        return {k: (v if v is not None else self._decode_defaults[k]) for k, v in given.items()}
 
     def _beams(self, probs: np.ndarray, opts: Dict[str, Any], top_k: int) -> List[Any]:
-        """Run the decoder; greedy when one answer and no length constraint is asked for."""
-        width = max(opts["beam_width"], top_k)
-        kw = {"blank": -1, "allowed": opts["allowed"], "min_length": opts["min_length"],
-              "max_length": opts["max_length"]}
-        if width == 1:
-            return [_decoder.greedy_search(probs, self.charset, **kw)]
-        return list(_decoder.beam_search(probs, self.charset, beam_width=width, **kw))[:top_k]
+        """Run the decoder: greedy for one unconstrained answer, else the beam search."""
+        constrained = any(opts[k] is not None for k in ("allowed", "min_length", "max_length"))
+        width = opts["beam_width"]
+        if width is None:
+            width = _DEFAULT_BEAM if constrained or top_k > 1 else 1
+        width = max(width, top_k)
+        if width == 1 and not constrained:
+            return [_decoder.greedy_search(probs, self.charset, blank=-1)]
+        return list(_decoder.beam_search(
+            probs, self.charset, beam_width=width, top_k=top_k, blank=-1,
+            allowed=opts["allowed"], min_length=opts["min_length"] or 0,
+            max_length=opts["max_length"]))
 
     def decode(self, probs: np.ndarray, *, beam_width: Optional[int] = None,
                allowed: Optional[str] = None, min_length: Optional[int] = None,
                max_length: Optional[int] = None) -> str:
         """(T, C) probabilities -> text, with the same options as :meth:`predict`."""
         opts = self._options(beam_width, allowed, min_length, max_length)
-        if opts["beam_width"] == 1 and opts["min_length"] is None and opts["max_length"] is None:
-            return str(_decoder.decode_greedy(probs, self.charset, blank=-1,
-                                              allowed=opts["allowed"]))
-        return str(self._beams(probs, opts, 1)[0].text)
+        if opts["beam_width"] in (None, 1) and all(
+                opts[k] is None for k in ("allowed", "min_length", "max_length")):
+            return str(_decoder.decode_greedy(probs, self.charset, blank=-1))
+        beams = self._beams(probs, opts, 1)
+        return str(beams[0].text) if beams else ""
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -321,6 +335,8 @@ class Recognizer:
 
     @staticmethod
     def _prediction(beams: Sequence[Any]) -> Prediction:
+        if not beams:  # no text satisfies the allowed/length constraints
+            return Prediction(text="", confidence=0.0, char_confidences=(), alternatives=())
         best = beams[0]
         return Prediction(text=str(best.text), confidence=float(best.confidence),
                           char_confidences=tuple(float(c) for c in best.char_confidences),

@@ -1,9 +1,11 @@
 """Build the tiny int8 test model tests/data/tiny_int8.tflite (needs TensorFlow: the [train] extra).
 
 A real model, not a fake: train/model.py's inference graph (shrunk to a few thousand weights),
-converted by tf.lite to full int8 with uint8 raw-pixel input, with captcha_edge metadata embedded.
-Its weights are random (seeded), so it reads nothing correctly; tests use it for the mechanics
-(loading, quantization, preprocessing, decoding, CLI, errors), never for accuracy.
+trained for a short while (--epochs, CTC loss via tf_keras) on the shared captcha_images_v2 set
+when it is there (random weights otherwise), converted by tf.lite to full int8 with uint8
+raw-pixel input, with captcha_edge metadata embedded. It is small and weak on purpose: tests use
+it for the mechanics (loading, quantization, preprocessing, decoding, CLI, errors) and need only
+outputs that depend on the image, never high accuracy.
 
     python scripts/make_fixture_model.py            # writes tests/data/tiny_int8.tflite
     python scripts/make_fixture_model.py --float32  # also tests/data/tiny_float32.tflite
@@ -32,7 +34,7 @@ def build(seed: int) -> tuple:
     tf.keras.utils.set_random_seed(seed)
     tf_keras.utils.set_random_seed(seed)
     cfg = ModelConfig(num_classes=len(CHARSET) + 1, height=32, width=96, size="small",
-                      filters=(4, 8, 8), dense=16, rnn=8)
+                      filters=(8, 16, 16), dense=32, rnn=16)
     model = build_inference_model(cfg, tf_keras, unroll=False, batch_size=1)
     # BatchNorm with fresh statistics is the identity; give it non-trivial ones so that the
     # int8 graph has real scales to fold in.
@@ -44,6 +46,36 @@ def build(seed: int) -> tuple:
                                rng.uniform(0.5, 1.5, v.shape).astype("float32")])
     recipe = make_recipe(height=cfg.height, width=cfg.width)
     return cfg, model, recipe
+
+
+def train(cfg, recipe, data_dir: Path, epochs: int, seed: int):
+    """Fit a training twin of the model with CTC loss; return its weights."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    from captcha_edge.preprocess import to_array
+    from captcha_edge.train.model import build_inference_model
+
+    files = sorted(data_dir.glob("*.png"))
+    x = np.stack([to_array(p, recipe) for p in files]).astype("float32")[..., None]
+    labels = [p.stem for p in files]
+    n_max = max(map(len, labels))
+    y = np.full((len(files), n_max), -1, "int32")
+    for i, lab in enumerate(labels):
+        y[i, :len(lab)] = [CHARSET.index(c) for c in lab]
+    model = build_inference_model(cfg, tf_keras)
+
+    def ctc(y_true, y_pred):
+        y_true = tf.cast(y_true, "int32")
+        label_len = tf.reduce_sum(tf.cast(y_true >= 0, "int32"), axis=1, keepdims=True)
+        t = tf.shape(y_pred)[1] * tf.ones_like(label_len)
+        dense = tf.where(y_true >= 0, y_true, 0)
+        return tf_keras.backend.ctc_batch_cost(dense, y_pred, t, label_len)
+
+    model.compile(optimizer=tf_keras.optimizers.Adam(3e-3), loss=ctc)
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=2, shuffle=True)
+    return model.get_weights()
 
 
 def convert(model, recipe, int8: bool, calib_dir: Path | None) -> bytes:
@@ -80,6 +112,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "data")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--float32", action="store_true", help="also write tiny_float32.tflite")
+    ap.add_argument("--epochs", type=int, default=60, help="training epochs (0: random weights)")
     ap.add_argument("--calib", type=Path, default=ROOT.parent / "shared" / "data" / "captcha_images_v2")
     args = ap.parse_args()
 
@@ -87,6 +120,8 @@ def main() -> int:
     from captcha_edge.metadata import embed
 
     cfg, model, recipe = build(args.seed)
+    if args.epochs and args.calib.is_dir():
+        model.set_weights(train(cfg, recipe, args.calib, args.epochs, args.seed))
     formats = [("int8", True)] + ([("float32", False)] if args.float32 else [])
     args.out.mkdir(parents=True, exist_ok=True)
     for fmt, int8 in formats:
@@ -101,7 +136,8 @@ def main() -> int:
             "input_dtype": "uint8" if int8 else "float32",
             "output_dtype": "uint8" if int8 else "float32",
             "output_quant": None,  # the runtime reads the real one from the interpreter
-            "source_run": f"scripts/make_fixture_model.py --seed {args.seed} (random weights)",
+            "source_run": f"scripts/make_fixture_model.py --seed {args.seed} --epochs "
+                          f"{args.epochs} (tiny test fixture)",
             "package_version": __version__,
             "accuracy": None,
         }
