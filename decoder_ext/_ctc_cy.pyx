@@ -14,6 +14,7 @@ library's, which CPython's ``math`` module calls too). Conventions:
   release the GIL for the whole batch and the caller can split a batch over threads.
 """
 from libc.math cimport INFINITY, exp, log, log1p
+from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc
 
 cdef double NEG_INF = -INFINITY
@@ -43,22 +44,30 @@ def scan(const float[:, ::1] p):
     cdef Py_ssize_t i, n = p.shape[0] * p.shape[1]
     cdef int flags = 0
     cdef float v
+    cdef uint32_t top = 0
     cdef const float* x
+    cdef const uint32_t* bits
     if n == 0:
         return 0
     x = &p[0, 0]
+    # Fast path: as unsigned ints, exactly the floats in [+0, +inf) lie below 0x7f800000
+    # (negatives have the sign bit set, inf/NaN an all-ones exponent); an integer max
+    # reduction vectorises, a float one does not without -ffast-math.
+    bits = <const uint32_t*>x
+    for i in range(n):
+        top = bits[i] if bits[i] > top else top
+    if top < 0x7f800000u:
+        return 0
     for i in range(n):
         v = x[i]
-        if v >= 0.0 and v < INFINITY:
-            continue
         if v != v:
             flags |= 1
         elif v == INFINITY:
             flags |= 2
-        else:
+        elif v < 0.0:
+            flags |= 8
             if v == -INFINITY:
                 flags |= 4
-            flags |= 8
     return flags
 
 
@@ -247,6 +256,8 @@ cdef int _beam_c(const float* x, int T, int C, int blank, bint is_log, int W, in
     cdef int* n_parent = <int*>malloc(max_nodes * sizeof(int))
     cdef int* n_label = <int*>malloc(max_nodes * sizeof(int))
     cdef int* n_len = <int*>malloc(max_nodes * sizeof(int))
+    cdef int* n_child = <int*>malloc(max_nodes * sizeof(int))
+    cdef int* n_sibling = <int*>malloc(max_nodes * sizeof(int))
     cdef int* b_node = <int*>malloc(W * sizeof(int))
     cdef int* nb_node = <int*>malloc(W * sizeof(int))
     cdef double* b_pb = <double*>malloc(W * sizeof(double))
@@ -281,7 +292,8 @@ cdef int _beam_c(const float* x, int T, int C, int blank, bint is_log, int W, in
     cdef const float* row
     cdef bint ok
 
-    if (n_parent == NULL or n_label == NULL or n_len == NULL or b_node == NULL
+    if (n_parent == NULL or n_label == NULL or n_len == NULL or n_child == NULL
+            or n_sibling == NULL or b_node == NULL
             or nb_node == NULL or b_pb == NULL or b_pnb == NULL or nb_pb == NULL
             or nb_pnb == NULL or totals == NULL or mkeys == NULL or heap == NULL
             or order == NULL or c_node == NULL or c_parent == NULL or c_label == NULL
@@ -298,6 +310,8 @@ cdef int _beam_c(const float* x, int T, int C, int blank, bint is_log, int W, in
         n_parent[0] = -1
         n_label[0] = -1
         n_len[0] = 0
+        n_child[0] = -1
+        n_sibling[0] = -1
         n_nodes = 1
         nb = 1
         b_node[0] = 0
@@ -394,11 +408,21 @@ cdef int _beam_c(const float* x, int T, int C, int blank, bint is_log, int W, in
                 i = order[pos]
                 node = c_node[i]
                 if node < 0:
-                    node = n_nodes
-                    n_parent[node] = c_parent[i]
-                    n_label[node] = c_label[i]
-                    n_len[node] = c_len[i]
-                    n_nodes += 1
+                    # One node per distinct prefix, so a prefix that left the beam and comes
+                    # back is recognised as the parent of beams extended from it earlier.
+                    par = c_parent[i]
+                    node = n_child[par]
+                    while node >= 0 and n_label[node] != c_label[i]:
+                        node = n_sibling[node]
+                    if node < 0:
+                        node = n_nodes
+                        n_parent[node] = par
+                        n_label[node] = c_label[i]
+                        n_len[node] = c_len[i]
+                        n_child[node] = -1
+                        n_sibling[node] = n_child[par]
+                        n_child[par] = node
+                        n_nodes += 1
                 nb_node[pos] = node
                 nb_pb[pos] = c_pb[i]
                 nb_pnb[pos] = c_pnb[i]
@@ -449,6 +473,8 @@ cdef int _beam_c(const float* x, int T, int C, int blank, bint is_log, int W, in
     free(n_parent)
     free(n_label)
     free(n_len)
+    free(n_child)
+    free(n_sibling)
     free(b_node)
     free(nb_node)
     free(b_pb)

@@ -160,6 +160,7 @@ def beam(
     n_parent = [-1]
     n_label = [-1]
     n_len = [0]
+    children: dict[tuple[int, int], int] = {}
     b_node = [0]
     b_pb = [0.0]
     b_pnb = [NEG_INF]
@@ -230,10 +231,15 @@ def beam(
         for i in chosen:
             node = c_node[i]
             if node < 0:
-                node = len(n_parent)
-                n_parent.append(c_parent[i])
-                n_label.append(c_label[i])
-                n_len.append(c_len[i])
+                # One node per distinct prefix, so a prefix that left the beam and comes back
+                # is recognised as the parent of beams extended from it earlier.
+                node = children.get((c_parent[i], c_label[i]), -1)
+                if node < 0:
+                    node = len(n_parent)
+                    children[(c_parent[i], c_label[i])] = node
+                    n_parent.append(c_parent[i])
+                    n_label.append(c_label[i])
+                    n_len.append(c_len[i])
             b_node.append(node)
             b_pb.append(c_pb[i])
             b_pnb.append(c_pnb[i])

@@ -22,7 +22,7 @@ FloatArray = npt.NDArray[np.float32]
 NAN, POS_INF, NEG_INF, NEGATIVE = 1, 2, 4, 8
 
 _SHAPE_NAMES = {2: "(time, classes)", 3: "(batch, time, classes)"}
-_symbols_cache: dict[tuple[Any, int, int], tuple[str, ...]] = {}
+_symbols_cache: dict[tuple[Any, int, int], tuple[tuple[str, ...], int]] = {}
 
 
 def scan_numpy(p: FloatArray) -> int:
@@ -115,12 +115,11 @@ def check_blank(blank: Any, num_classes: int) -> int:
 
 def symbols(alphabet: Any, num_classes: int, blank: Any) -> tuple[tuple[str, ...], int]:
     """Return (symbol of each class with ``""`` for the blank, blank index in ``[0, C)``)."""
-    b = check_blank(blank, num_classes)
-    try:
-        key = (alphabet, num_classes, b)
-        return _symbols_cache[key], b
+    try:  # only valid (alphabet, C, blank) triples are cached
+        return _symbols_cache[(alphabet, num_classes, blank)]
     except (KeyError, TypeError):  # TypeError: an unhashable alphabet (a list) is not cached
         pass
+    b = check_blank(blank, num_classes)
     if isinstance(alphabet, str):
         labels: list[str] = list(alphabet)
     elif isinstance(alphabet, (bytes, bytearray)) or not isinstance(alphabet, Sequence):
@@ -138,8 +137,8 @@ def symbols(alphabet: Any, num_classes: int, blank: Any) -> tuple[tuple[str, ...
             "expected len(alphabet) + 1 (blank)"
         )
     out = tuple(labels[:b]) + ("",) + tuple(labels[b:])
-    if isinstance(alphabet, (str, tuple)) and len(_symbols_cache) < 64:
-        _symbols_cache[(alphabet, num_classes, b)] = out
+    if isinstance(alphabet, (str, tuple)) and type(blank) is int and len(_symbols_cache) < 64:
+        _symbols_cache[(alphabet, num_classes, blank)] = (out, b)
     return out, b
 
 
