@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class Beam:
     confidence: float
 
 
-def _engine(engine: Optional[str]) -> ModuleType:
+def _engine(engine: str | None) -> ModuleType:
     """Return the kernel module for ``engine`` (None: the fastest available)."""
     if engine is None:
         return _DEFAULT
@@ -124,12 +125,12 @@ def _chunked(
         return run(p)
     bounds = [n * i // workers for i in range(workers + 1)]
     parts: list[list[T]] = [[] for _ in range(workers)]
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def work(i: int) -> None:
         try:
             parts[i] = run(p[bounds[i]:bounds[i + 1]])
-        except BaseException as exc:  # re-raised in the caller below
+        except Exception as exc:  # noqa: BLE001 -- re-raised in the calling thread below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(1, workers)]
@@ -152,7 +153,7 @@ def decode_greedy(
     *,
     blank: int = -1,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
 ) -> str:
     """Best-path CTC decode: argmax per frame, merge repeats, drop blanks.
 
@@ -183,7 +184,7 @@ def greedy_search(
     *,
     blank: int = -1,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
 ) -> Beam:
     """Best-path decode with details: labels, path log-probability and confidences.
 
@@ -207,7 +208,7 @@ def decode_greedy_batch(
     *,
     blank: int = -1,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
     num_threads: int = 1,
 ) -> list[str]:
     """:func:`decode_greedy` over a ``(N, T, C)`` batch.
@@ -236,7 +237,7 @@ def greedy_search_batch(
     *,
     blank: int = -1,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
 ) -> list[Beam]:
     """:func:`greedy_search` over a ``(N, T, C)`` batch (one :class:`Beam` per sample)."""
     mod = _engine(engine)
@@ -257,11 +258,11 @@ def _beam_args(
     alphabet: Alphabet,
     blank: int,
     beam_width: int,
-    top_k: Optional[int],
-    allowed: Optional[Allowed],
+    top_k: int | None,
+    allowed: Allowed | None,
     min_length: int,
-    max_length: Optional[int],
-    prune: Optional[float],
+    max_length: int | None,
+    prune: float | None,
     log_input: bool,
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """Validate the beam options; return (symbols, kernel args after ``p``)."""
@@ -288,14 +289,14 @@ def beam_search(
     alphabet: Alphabet,
     *,
     beam_width: int = 10,
-    top_k: Optional[int] = None,
+    top_k: int | None = None,
     blank: int = -1,
-    allowed: Optional[Allowed] = None,
+    allowed: Allowed | None = None,
     min_length: int = 0,
-    max_length: Optional[int] = None,
-    prune: Optional[float] = DEFAULT_PRUNE,
+    max_length: int | None = None,
+    prune: float | None = DEFAULT_PRUNE,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
 ) -> list[Beam]:
     """CTC prefix beam search in log space; the ``top_k`` best hypotheses, best first.
 
@@ -343,12 +344,12 @@ def decode_beam(
     *,
     beam_width: int = 10,
     blank: int = -1,
-    allowed: Optional[Allowed] = None,
+    allowed: Allowed | None = None,
     min_length: int = 0,
-    max_length: Optional[int] = None,
-    prune: Optional[float] = DEFAULT_PRUNE,
+    max_length: int | None = None,
+    prune: float | None = DEFAULT_PRUNE,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
 ) -> str:
     """The text of the best :func:`beam_search` hypothesis (same arguments).
 
@@ -368,14 +369,14 @@ def beam_search_batch(
     alphabet: Alphabet,
     *,
     beam_width: int = 10,
-    top_k: Optional[int] = None,
+    top_k: int | None = None,
     blank: int = -1,
-    allowed: Optional[Allowed] = None,
+    allowed: Allowed | None = None,
     min_length: int = 0,
-    max_length: Optional[int] = None,
-    prune: Optional[float] = DEFAULT_PRUNE,
+    max_length: int | None = None,
+    prune: float | None = DEFAULT_PRUNE,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
     num_threads: int = 1,
 ) -> list[list[Beam]]:
     """:func:`beam_search` over a ``(N, T, C)`` batch.
@@ -405,12 +406,12 @@ def decode_beam_batch(
     *,
     beam_width: int = 10,
     blank: int = -1,
-    allowed: Optional[Allowed] = None,
+    allowed: Allowed | None = None,
     min_length: int = 0,
-    max_length: Optional[int] = None,
-    prune: Optional[float] = DEFAULT_PRUNE,
+    max_length: int | None = None,
+    prune: float | None = DEFAULT_PRUNE,
     log_input: bool = False,
-    engine: Optional[str] = None,
+    engine: str | None = None,
     num_threads: int = 1,
 ) -> list[str]:
     """:func:`decode_beam` over a ``(N, T, C)`` batch; one text per sample."""

@@ -15,7 +15,8 @@ the same order on IEEE doubles):
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -124,8 +125,7 @@ def _align_confidences(
         if s % 2 == 1:
             v = lp[t][ext[s]]
             j = s // 2
-            if v > best_lp[j]:
-                best_lp[j] = v
+            best_lp[j] = max(best_lp[j], v)
         s = back[t][s]
     return [math.exp(v) for v in best_lp]
 
@@ -136,7 +136,7 @@ def beam(
     is_log: bool,
     beam_width: int,
     top_k: int,
-    classes: Optional[Sequence[int]],
+    classes: Sequence[int] | None,
     min_length: int,
     max_length: int,
     threshold: float,
@@ -245,7 +245,7 @@ def beam(
             b_pnb.append(c_pnb[i])
         if not b_node:
             break
-    lp: Optional[list[list[float]]] = None
+    lp: list[list[float]] | None = None
     if want_conf and b_node:
         lp = rows if is_log else [[_lg(v) for v in row] for row in rows]
     out: list[BeamTuple] = []
@@ -267,7 +267,7 @@ def beam_batch(
     is_log: bool,
     beam_width: int,
     top_k: int,
-    classes: Optional[Sequence[int]],
+    classes: Sequence[int] | None,
     min_length: int,
     max_length: int,
     threshold: float,

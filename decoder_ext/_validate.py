@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Callable, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -80,7 +81,7 @@ def check_probs(
             f"probs contains negative values (min {float(probs.min()):.4g}); probabilities must "
             "be >= 0 (pass log_input=True for log-probabilities or logits)"
         )
-    return probs
+    return probs  # type: ignore[no-any-return]
 
 
 def _log_softmax(x: npt.NDArray[np.floating[Any]]) -> FloatArray:
@@ -152,8 +153,8 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 
 def check_allowed(
-    allowed: Optional[Allowed], syms: tuple[str, ...], blank: int
-) -> Optional[tuple[int, ...]]:
+    allowed: Allowed | None, syms: tuple[str, ...], blank: int
+) -> tuple[int, ...] | None:
     """Turn ``allowed`` (symbols or class indices) into sorted non-blank class indices."""
     if allowed is None:
         return None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from captcha_edge.decoder import ENGINES
 
 _IDS = {"python": "py", "cython": "cy"}

@@ -8,10 +8,6 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
 from captcha_edge.decoder import (
     ENGINES,
     Beam,
@@ -24,6 +20,9 @@ from captcha_edge.decoder import (
     greedy_search,
     greedy_search_batch,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
