@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from captcha_edge.preprocess import make_recipe
 from captcha_edge.train import ctc
 from captcha_edge.train import data as D
 from captcha_edge.train.augment import AugmentConfig, parse_augment
+from PIL import Image
 
 
 def _png(path: Path, mode: str = "L", size=(40, 20), color=128) -> Path:
@@ -105,7 +104,7 @@ def _names(n: int, prefix: str = "f") -> list:
 def test_split_is_deterministic_disjoint_and_complete() -> None:
     samples = _names(3000)
     tr1, va1 = D.split_samples(samples, 0.2)
-    tr2, va2 = D.split_samples(list(reversed(samples)), 0.2)
+    _, va2 = D.split_samples(list(reversed(samples)), 0.2)
     assert {s.name for s in va1} == {s.name for s in va2}
     assert not {s.name for s in tr1} & {s.name for s in va1}
     assert len(tr1) + len(va1) == len(samples)

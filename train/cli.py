@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from . import data as D
 from .augment import AugmentConfig, parse_augment
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", choices=sorted(SIZES), default="base", help="model width preset")
     g = p.add_argument_group("training")
     g.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
-    g.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60)")
+    g.add_argument("--epochs", type=int, default=40,
+                   help="epochs; the learning rate follows a cosine down to the last (default 40)")
     g.add_argument("--batch-size", type=int, default=16,
                    help="global batch size (default 16; split across GPUs)")
     g.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default 2e-3)")
@@ -129,9 +130,8 @@ def _log(quiet: bool, *msg: Any) -> None:
 
 def prepare(a: argparse.Namespace) -> Any:
     """Find, check, split and load the data; return a :class:`fit.Prepared` (no TensorFlow)."""
-    from .fit import Prepared
-
     from ..preprocess import make_recipe
+    from .fit import Prepared
 
     try:
         recipe = make_recipe(height=a.height, width=a.width, resize=a.resize,

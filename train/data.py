@@ -55,7 +55,7 @@ def _image_files(root: Path, recursive: bool) -> List[Path]:
     return sorted(files)
 
 
-def label_from_name(stem: str, pattern: Optional["re.Pattern[str]"]) -> Optional[str]:
+def label_from_name(stem: str, pattern: Optional[re.Pattern[str]]) -> Optional[str]:
     """Label of a file stem: the stem itself, or the first group of ``pattern`` searched in it."""
     if pattern is None:
         return stem
@@ -65,7 +65,7 @@ def label_from_name(stem: str, pattern: Optional["re.Pattern[str]"]) -> Optional
     return m.group(1) if pattern.groups else m.group(0)
 
 
-def compile_label_pattern(text: str) -> "re.Pattern[str]":
+def compile_label_pattern(text: str) -> re.Pattern[str]:
     """Compile ``--label-pattern``; it must have exactly one capturing group (the label)."""
     try:
         pattern = re.compile(text)
@@ -202,7 +202,7 @@ def check_labels(samples: Sequence[Sample], charset: str, time_steps: int) -> in
 
 def is_val(name: str, val_fraction: float, salt: str = "") -> bool:
     """Deterministic split by a hash of the sample name: adding files never moves old ones."""
-    h = hashlib.sha256(f"{salt}{name}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"{salt}{name}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2.0**64 < val_fraction
 
 

@@ -45,13 +45,13 @@ class Options:
     """Training hyper-parameters and switches (CLI flags)."""
 
     out: Path
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup_epochs: float = 2.0
     patience: int = 15
     seed: int = 0
-    augment: Optional[AugmentConfig] = AugmentConfig()
+    augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
     resume: bool = False
     threads: int = 0
     max_minutes: float = 0.0
@@ -65,8 +65,8 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
     Must run before any TensorFlow op executes (thread counts are fixed at first use).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -260,10 +260,17 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         optimizer = keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0)
         train_model.compile(optimizer=optimizer, loss=ctc_loss)
     initial_epoch = 0
+    best_weights = None
     if state:
+        # Build the optimizer first: the weights file also holds Adam's moments and step count,
+        # so a resumed run continues exactly where the schedule left off.
+        train_model.optimizer.build(train_model.trainable_variables)
+        best_file = o.out / CHECKPOINT_DIR / "best.weights.h5"
+        if best_file.is_file():
+            train_model.load_weights(str(best_file))
+            best_weights = train_model.get_weights()
         train_model.load_weights(str(o.out / CHECKPOINT_DIR / "last.weights.h5"))
-        optimizer.build(train_model.trainable_variables)
-        optimizer.iterations.assign(int(state["step"]))
+        train_model.optimizer.iterations.assign(int(state["step"]))
         initial_epoch = int(state["next_epoch"])
     if o.verbose:
         print(f"model: {inference.count_params():,} parameters, {p.model_config.time_steps} "
@@ -273,11 +280,7 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
               flush=True)
 
     tracker = _Tracker(p, o, train_model, val_targets, state)
-    if state and (o.out / CHECKPOINT_DIR / "best.weights.h5").is_file():
-        last = train_model.get_weights()
-        train_model.load_weights(str(o.out / CHECKPOINT_DIR / "best.weights.h5"))
-        tracker.best_weights = train_model.get_weights()
-        train_model.set_weights(last)
+    tracker.best_weights = best_weights
 
     class _Callback(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -293,7 +296,7 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     if initial_epoch < o.epochs and not state.get("finished"):
         try:
             train_model.fit(ds, epochs=o.epochs, initial_epoch=initial_epoch,
-                            callbacks=[_Callback()],
+                            callbacks=[_Callback()], shuffle=False,  # tf.data shuffles
                             verbose=(1 if sys.stdout.isatty() else 2) if o.verbose else 0)
         except KeyboardInterrupt:
             interrupted = True
@@ -361,9 +364,9 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
 
 
 def _package_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("captcha-edge")
-    except Exception:  # not installed (running from a source tree)
+    except PackageNotFoundError:  # running from a source tree that is not installed
         return "0+unknown"

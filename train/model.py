@@ -63,7 +63,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: Dict[str, Any]) -> ModelConfig:
         d = dict(d)
         d["filters"] = tuple(d.get("filters", ()))
         return cls(**d)

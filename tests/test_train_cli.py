@@ -1,0 +1,156 @@
+"""captcha-train user errors: each one exits with code 2 and prints one line naming the problem.
+
+These fail before TensorFlow is imported (except --resume, which is marked), so they are fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+from captcha_edge.train.cli import main
+from PIL import Image
+
+
+def _folder(root: Path, labels: List[str], size=(60, 20)) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for lab in labels:
+        Image.new("L", size, 200).save(root / f"{lab}.png")
+    return root
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("captcha-train: error: "), err
+    return lines[0]
+
+
+@pytest.fixture()
+def good(tmp_path: Path) -> Path:
+    return _folder(tmp_path / "data", [f"a{i:02d}b" for i in range(30)])
+
+
+def test_no_data(tmp_path: Path, capsys) -> None:
+    assert "give --data-dir, --labels or --synthetic" in _run(capsys, "--out", str(tmp_path / "r"))
+
+
+def test_missing_and_empty_folder(tmp_path: Path, capsys) -> None:
+    assert "no such folder" in _run(capsys, "--data-dir", str(tmp_path / "nope"),
+                                    "--out", str(tmp_path / "r"))
+    (tmp_path / "empty").mkdir()
+    line = _run(capsys, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
+    assert "no image files" in line and "--recursive" in line
+
+
+def test_bad_label_patterns(good: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "r")
+    assert "not a valid regular expression" in _run(capsys, "--data-dir", str(good),
+                                                    "--label-pattern", "([a-z", "--out", out)
+    assert "no capturing group" in _run(capsys, "--data-dir", str(good),
+                                        "--label-pattern", "[a-z]+", "--out", out)
+    assert "does not match file name" in _run(capsys, "--data-dir", str(good),
+                                              "--label-pattern", r"^(\d+)$", "--out", out)
+
+
+def test_labels_file_problems(good: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "r")
+    assert "no such file" in _run(capsys, "--data-dir", str(good), "--labels",
+                                  str(tmp_path / "missing.csv"), "--out", out)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a00b.png\n")
+    assert "line 1 has 1 fields" in _run(capsys, "--data-dir", str(good), "--labels", str(bad),
+                                         "--out", out)
+
+
+def test_charset_problems(good: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "r")
+    line = _run(capsys, "--data-dir", str(good), "--charset", "ab012345678", "--out", out)
+    assert "not in the charset" in line and "'9'" in line
+    assert "duplicate characters" in _run(capsys, "--data-dir", str(good), "--charset", "aab",
+                                          "--out", out)
+
+
+def test_label_too_long_for_the_time_steps(good: Path, tmp_path: Path, capsys) -> None:
+    # width 16 -> 4 frames -> at most 1 character; the labels have 4.
+    line = _run(capsys, "--data-dir", str(good), "--width", "16", "--height", "16",
+                "--out", str(tmp_path / "r"))
+    assert "CTC needs T >= 2*len+1" in line and "4 frames" in line
+
+
+def test_too_many_unreadable(tmp_path: Path, capsys) -> None:
+    d = _folder(tmp_path / "d", [f"x{i}" for i in range(10)])
+    (d / "bad1.png").write_bytes(b"not a png")
+    code = main(["--data-dir", str(d), "--out", str(tmp_path / "r"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    # the unreadable files are listed first, then the one error line
+    assert err[0] == "skipped 1 unreadable file(s) of 11:" and "bad1.png" in err[1]
+    assert err[-1].startswith("captcha-train: error: 1 of 11 images are unreadable")
+
+
+def test_all_unreadable(tmp_path: Path, capsys) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(3):
+        (d / f"z{i}.png").write_bytes(b"")
+    code = main(["--data-dir", str(d), "--out", str(tmp_path / "r"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("captcha-train: error: none of the 3 images could be read")
+    assert err[0] == "skipped 3 unreadable file(s) of 3:"  # the list comes first
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--threads", "-2"], "--threads must be >= 0"),
+    (["--augment", "spin=3"], "--augment: expected KEY=VALUE"),
+    (["--augment", "rotate=2", "--no-augment"], "exclude each other"),
+    (["--width", "202"], "--height/--width"),
+    (["--synthetic-length", "6-4"], "--synthetic-length"),
+    (["--size", "huge"], "invalid choice: 'huge'"),
+    (["--epochs", "many"], "invalid int value: 'many'"),
+])
+def test_bad_options(good: Path, tmp_path: Path, capsys, args, msg) -> None:
+    try:
+        line = _run(capsys, "--data-dir", str(good), "--out", str(tmp_path / "r"), *args)
+    except SystemExit as exc:  # argparse's own errors exit directly, still with one line
+        assert exc.code == 2
+        line = capsys.readouterr().err.strip()
+        assert len(line.splitlines()) == 1
+    assert msg in line
+
+
+def test_validation_split_can_be_empty(tmp_path: Path, capsys) -> None:
+    d = _folder(tmp_path / "d", ["ab", "cd"])
+    assert "validation split is empty" in _run(capsys, "--data-dir", str(d), "--val-fraction",
+                                               "0.01", "--out", str(tmp_path / "r"), "-q")
+
+
+def test_existing_model_is_not_overwritten(good: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"x")
+    assert "already holds a trained model" in _run(capsys, "--data-dir", str(good),
+                                                   "--out", str(run))
+    assert (run / "model.keras").read_bytes() == b"x"
+
+
+@pytest.mark.tf
+def test_resume_without_checkpoint(good: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("tensorflow")
+    assert "no checkpoint" in _run(capsys, "--data-dir", str(good), "--resume",
+                                   "--out", str(tmp_path / "r"), "-q")
+
+
+def test_help_has_examples(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -1,0 +1,137 @@
+"""captcha-train end to end on ~64 images: artifacts, metadata, falling loss, Ctrl-C and --resume.
+
+Uses the shared real captchas when present (../shared/data/captcha_images_v2), else synthetic ones.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from captcha_edge.train import data as D
+from captcha_edge.train import fit
+from captcha_edge.train.cli import main
+from captcha_edge.train.model import ModelConfig, build_model, ctc_loss, pack_targets
+
+pytestmark = pytest.mark.tf
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "captcha_images_v2"
+CONTRACT_KEYS = {"charset", "blank", "preprocess", "input_shape", "time_steps", "max_label_length",
+                 "model_config", "data", "split", "val_files", "train_files", "package_version",
+                 "keras"}
+
+
+def _data_args(tmp_path: Path) -> list:
+    if REAL.is_dir():
+        names = sorted(p.name for p in REAL.glob("*.png"))[:64]
+        labels = tmp_path / "labels.csv"
+        labels.write_text("".join(f"{n},{Path(n).stem}\n" for n in names))
+        return ["--data-dir", str(REAL), "--labels", str(labels)]
+    pytest.importorskip("captcha")
+    return ["--synthetic", "64", "--synthetic-length", "4-5", "--charset", "0123456789abcdef"]
+
+
+def test_smoke_train_interrupt_resume(tmp_path: Path, monkeypatch, capsys) -> None:
+    run = tmp_path / "run"
+    args = _data_args(tmp_path) + ["--out", str(run), "--size", "small", "--batch-size", "16",
+                                   "--epochs", "2", "--warmup-epochs", "0", "--lr", "3e-3",
+                                   "--threads", "2", "--seed", "1"]
+    original = fit._Tracker.on_epoch_end
+
+    def ctrl_c_in_second_epoch(self, epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(fit._Tracker, "on_epoch_end", ctrl_c_in_second_epoch)
+    assert main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["interrupted"] and state["next_epoch"] == 1
+    assert (run / "model.keras").is_file()  # usable model written even though interrupted
+
+    monkeypatch.setattr(fit._Tracker, "on_epoch_end", original)
+    assert main(args + ["--resume"]) == 0
+
+    for name in ("model.keras", "model.json", "history.csv", "curves.png", "samples.png",
+                 "metrics.json"):
+        assert (run / name).stat().st_size > 0, name
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])  # it learns
+
+    meta = json.loads((run / "model.json").read_text())
+    assert CONTRACT_KEYS <= set(meta)
+    assert meta["blank"] == len(meta["charset"])
+    assert meta["input_shape"] == [50, 200, 1] and meta["time_steps"] == 50
+    assert meta["keras"] == "keras3"
+    assert ModelConfig.from_dict(meta["model_config"]).num_classes == len(meta["charset"]) + 1
+    train, val = set(meta["train_files"]), set(meta["val_files"])
+    assert train and val and not train & val and len(train | val) == 64
+    expect_val = {s.name for s in D.split_samples([D.Sample(n, "x") for n in train | val],
+                                                  meta["split"]["val_fraction"])[1]}
+    assert val == expect_val
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["val_seq_acc"] <= 1 and metrics["val_count"] == len(val)
+
+    import keras
+
+    model = keras.models.load_model(run / "model.keras")
+    assert model.input.name.startswith("image") or model.layers[0].name == "image"
+    assert model.layers[-1].name == "probs"
+    x = np.full((1, 50, 200, 1), 255.0, np.float32)
+    probs = np.asarray(model(x))
+    assert probs.shape == (1, 50, len(meta["charset"]) + 1)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+
+
+def test_ctc_loss_ignores_padding_of_variable_length_labels() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 12, 5)).astype(np.float32)
+    labels = ["ab", "dcab", "b"]
+    codes, lengths = D.encode_labels(labels, "abcd", max_len=4)
+    batch = np.asarray(ctc_loss(pack_targets(codes, lengths), logits))
+    for i, lab in enumerate(labels):
+        c, n = D.encode_labels([lab], "abcd", max_len=len(lab))
+        alone = np.asarray(ctc_loss(pack_targets(c, n), logits[i:i + 1]))
+        np.testing.assert_allclose(batch[i], alone[0], rtol=1e-5)
+    # a batch padded further (max_len 7) gives the same losses
+    codes7, _ = D.encode_labels(labels, "abcd", max_len=7)
+    np.testing.assert_allclose(np.asarray(ctc_loss(pack_targets(codes7, lengths), logits)), batch,
+                               rtol=1e-5)
+
+
+def test_dataset_batches_and_augmentation_stay_in_range() -> None:
+    imgs = np.random.default_rng(1).integers(0, 256, (10, 50, 200), dtype=np.uint8)
+    codes, lengths = D.encode_labels(["ab", "abcd", "c"] * 3 + ["d"], "abcd", max_len=4)
+    targets = pack_targets(codes, lengths)
+    plain = list(fit.make_dataset(imgs, targets, 4, seed=0, augment=None))
+    assert [b[0].shape[0] for b in plain] == [4, 4, 2]
+    x = np.concatenate([b[0].numpy() for b in plain])[..., 0]
+    y = np.concatenate([b[1].numpy() for b in plain])
+    order = [int(np.flatnonzero((imgs == xi).all(axis=(1, 2)))[0]) for xi in x]
+    assert sorted(order) == list(range(10))  # a permutation, pixels untouched
+    np.testing.assert_array_equal(y, targets[order])
+    from captcha_edge.train.augment import AugmentConfig
+
+    aug = np.concatenate([b[0].numpy() for b in fit.make_dataset(imgs, targets, 4, 0,
+                                                                  AugmentConfig())])
+    assert aug.shape == (10, 50, 200, 1) and aug.min() >= 0 and aug.max() <= 255
+    assert not np.allclose(np.sort(aug.reshape(10, -1), 0), np.sort(x.reshape(10, -1), 0))
+
+
+def test_inference_and_train_models_share_weights() -> None:
+    cfg = ModelConfig(num_classes=6, size="small")
+    train, inference = build_model(cfg)
+    assert [w.shape for w in train.weights] == [w.shape for w in inference.weights]
+    x = np.random.default_rng(2).uniform(0, 255, (2, 50, 200, 1)).astype(np.float32)
+    logits = np.asarray(train(x))
+    np.testing.assert_allclose(np.asarray(inference(x)), fit.softmax(logits), atol=1e-5)
