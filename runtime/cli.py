@@ -191,6 +191,7 @@ def _percentiles(xs: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> Dic
 
 def cmd_predict(args: argparse.Namespace) -> int:
     rec = _load(args)
+    rec.check_options(**_decode_opts(args))
     items = _expand(args.paths)
     failed = 0
     for r in _answer(rec, items, _decode_opts(args), args.threads, "predict"):
@@ -269,6 +270,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _err(f"error: {folder}: no image files with a label matching {args.label_pattern!r}")
         return EXIT_USAGE
     rec = _load(args)
+    rec.check_options(**_decode_opts(args))
     labels = {str(f): lab for f, lab in labelled}
     t0 = time.perf_counter()
     results = list(_answer(rec, [(str(f), f) for f, _ in labelled], _decode_opts(args),

@@ -32,6 +32,8 @@ ModelSource = Union[str, "os.PathLike[str]", bytes, None]
 
 #: Beam width used when constraints or top_k > 1 are asked for without an explicit beam_width.
 _DEFAULT_BEAM = 10
+#: Floor for probabilities that quantization rounded to 0, used by constrained decoding.
+_PROB_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,18 @@ class Recognizer:
                  min_length: Optional[int], max_length: Optional[int]) -> Dict[str, Any]:
         """Per-call decoding options over the instance defaults."""
         given = self._decode_options(beam_width, allowed, min_length, max_length)
-        return {k: (v if v is not None else self._decode_defaults[k]) for k, v in given.items()}
+        opts = {k: (v if v is not None else self._decode_defaults[k]) for k, v in given.items()}
+        if opts["allowed"] is not None:
+            unknown = sorted(set(opts["allowed"]) - set(self.charset))
+            if unknown:
+                raise ValueError(f"allowed has characters the model cannot emit: "
+                                 f"{''.join(unknown)!r}; the charset is {self.charset!r}")
+        return opts
+
+    def check_options(self, *, beam_width: Optional[int] = None, allowed: Optional[str] = None,
+                      min_length: Optional[int] = None, max_length: Optional[int] = None) -> None:
+        """Raise ValueError now for decoding options that every call would reject."""
+        self._options(beam_width, allowed, min_length, max_length)
 
     def _beams(self, probs: np.ndarray, opts: Dict[str, Any], top_k: int) -> List[Any]:
         """Run the decoder: greedy for one unconstrained answer, else the beam search."""
@@ -280,10 +293,16 @@ class Recognizer:
         width = max(width, top_k)
         if width == 1 and not constrained:
             return [_decoder.greedy_search(probs, self.charset, blank=-1)]
+        prune: Optional[float] = _decoder.DEFAULT_PRUNE
+        if constrained:
+            # int8 outputs round small probabilities to exactly 0, and pruning drops the rest,
+            # so a constrained search could find no text at all; floor the zeros and search
+            # exactly instead (the argmax, hence the unconstrained answer, is unchanged).
+            probs, prune = np.maximum(probs, np.float32(_PROB_FLOOR)), None
         return list(_decoder.beam_search(
             probs, self.charset, beam_width=width, top_k=top_k, blank=-1,
             allowed=opts["allowed"], min_length=opts["min_length"] or 0,
-            max_length=opts["max_length"]))
+            max_length=opts["max_length"], prune=prune))
 
     def decode(self, probs: np.ndarray, *, beam_width: Optional[int] = None,
                allowed: Optional[str] = None, min_length: Optional[int] = None,
