@@ -172,10 +172,10 @@ def decode_greedy(
         TypeError, ValueError: bad ``probs``/``alphabet``/``blank`` (message names which).
         ImportError: ``engine="cython"`` but the extension is not built.
     """
-    mod = _engine(engine)
+    mod = _DEFAULT if engine is None else _engine(engine)
     p = _validate.check_probs(probs, 2, log_input, _scan)
     symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
-    return _text(symbols, mod.greedy(p, b, log_input))
+    return "".join([symbols[i] for i in mod.greedy(p, b, log_input)])
 
 
 def greedy_search(

@@ -16,6 +16,7 @@ library's, which CPython's ``math`` module calls too). Conventions:
 from libc.math cimport INFINITY, exp, log, log1p
 from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 cdef double NEG_INF = -INFINITY
 
@@ -171,21 +172,135 @@ def greedy_batch(const float[:, :, ::1] p, int blank, bint is_log):
 
 # -------------------------------------------------------------------------------------- beam
 
-cdef inline bint _worse(const double* total, int a, int b) noexcept nogil:
-    """Candidate ``a`` ranks below ``b``: lower score, or equal score and created later."""
-    return total[a] < total[b] or (total[a] == total[b] and a > b)
+cdef struct Work:
+    # Prefix trie, one node per distinct prefix that ever entered the beam (<= T * W + 1).
+    int* n_parent
+    int* n_label
+    int* n_len
+    int* n_child
+    int* n_sibling
+    # Current beams and the next ones: node, log P(ends in blank), log P(ends in label), total.
+    int* b_node
+    double* b_pb
+    double* b_pnb
+    double* b_tot
+    int* nb_node
+    double* nb_pb
+    double* nb_pnb
+    double* nb_tot
+    int* pa          # per beam: index of the beam holding its prefix minus the last label
+    # Candidate slots of the selection heap (W of them) and the heap itself.
+    int* s_node
+    int* s_parent
+    int* s_label
+    int* s_len
+    int* s_idx
+    double* s_pb
+    double* s_pnb
+    double* s_tot
+    int* heap
+    int* order
+    int* merge       # (W, C): beam a + label c -> beam index, or -1
+    int* mkeys
+    int* e_cls       # classes that extend prefixes at this frame, and their log-probs
+    double* e_lp
+    double* lrow     # per-frame log-prob cache (probability input), valid where stamp == t
+    int* lstamp
+    int* kstamp      # kstamp[c] == t: class c extends prefixes at frame t
+    # Confidences: (T, C) log table and the Viterbi buffers.
+    double* lp
+    double* delta
+    double* newd
+    int* back
 
 
-cdef void _sift_down(int* heap, int n, int i, const double* total) noexcept nogil:
+cdef void _work_free(Work* w) noexcept nogil:
+    """Free every buffer of ``w`` (NULL-safe)."""
+    free(w.n_parent); free(w.n_label); free(w.n_len); free(w.n_child); free(w.n_sibling)
+    free(w.b_node); free(w.b_pb); free(w.b_pnb); free(w.b_tot)
+    free(w.nb_node); free(w.nb_pb); free(w.nb_pnb); free(w.nb_tot); free(w.pa)
+    free(w.s_node); free(w.s_parent); free(w.s_label); free(w.s_len); free(w.s_idx)
+    free(w.s_pb); free(w.s_pnb); free(w.s_tot); free(w.heap); free(w.order)
+    free(w.merge); free(w.mkeys); free(w.e_cls); free(w.e_lp)
+    free(w.lrow); free(w.lstamp); free(w.kstamp)
+    free(w.lp); free(w.delta); free(w.newd); free(w.back)
+
+
+cdef int _work_alloc(Work* w, int T, int C, int W, bint want_conf) noexcept nogil:
+    """Allocate ``w`` for (T, C) inputs and beam width W; 0 on success, -1 out of memory."""
+    cdef Py_ssize_t nodes = <Py_ssize_t>T * W + 1, i
+    cdef Py_ssize_t S = 2 * <Py_ssize_t>T + 1
+    memset(w, 0, sizeof(Work))
+    w.n_parent = <int*>malloc(nodes * sizeof(int))
+    w.n_label = <int*>malloc(nodes * sizeof(int))
+    w.n_len = <int*>malloc(nodes * sizeof(int))
+    w.n_child = <int*>malloc(nodes * sizeof(int))
+    w.n_sibling = <int*>malloc(nodes * sizeof(int))
+    w.b_node = <int*>malloc(W * sizeof(int))
+    w.b_pb = <double*>malloc(W * sizeof(double))
+    w.b_pnb = <double*>malloc(W * sizeof(double))
+    w.b_tot = <double*>malloc(W * sizeof(double))
+    w.nb_node = <int*>malloc(W * sizeof(int))
+    w.nb_pb = <double*>malloc(W * sizeof(double))
+    w.nb_pnb = <double*>malloc(W * sizeof(double))
+    w.nb_tot = <double*>malloc(W * sizeof(double))
+    w.pa = <int*>malloc(W * sizeof(int))
+    w.s_node = <int*>malloc(W * sizeof(int))
+    w.s_parent = <int*>malloc(W * sizeof(int))
+    w.s_label = <int*>malloc(W * sizeof(int))
+    w.s_len = <int*>malloc(W * sizeof(int))
+    w.s_idx = <int*>malloc(W * sizeof(int))
+    w.s_pb = <double*>malloc(W * sizeof(double))
+    w.s_pnb = <double*>malloc(W * sizeof(double))
+    w.s_tot = <double*>malloc(W * sizeof(double))
+    w.heap = <int*>malloc(W * sizeof(int))
+    w.order = <int*>malloc(W * sizeof(int))
+    w.merge = <int*>malloc(<Py_ssize_t>W * C * sizeof(int))
+    w.mkeys = <int*>malloc(W * sizeof(int))
+    w.e_cls = <int*>malloc(C * sizeof(int))
+    w.e_lp = <double*>malloc(C * sizeof(double))
+    w.lrow = <double*>malloc(C * sizeof(double))
+    w.lstamp = <int*>malloc(C * sizeof(int))
+    w.kstamp = <int*>malloc(C * sizeof(int))
+    if want_conf:
+        w.lp = <double*>malloc(<Py_ssize_t>T * C * sizeof(double))
+        w.delta = <double*>malloc(S * sizeof(double))
+        w.newd = <double*>malloc(S * sizeof(double))
+        w.back = <int*>malloc(<Py_ssize_t>T * S * sizeof(int))
+    if (w.n_parent == NULL or w.n_label == NULL or w.n_len == NULL or w.n_child == NULL
+            or w.n_sibling == NULL or w.b_node == NULL or w.b_pb == NULL or w.b_pnb == NULL
+            or w.b_tot == NULL or w.nb_node == NULL or w.nb_pb == NULL or w.nb_pnb == NULL
+            or w.nb_tot == NULL or w.pa == NULL or w.s_node == NULL or w.s_parent == NULL
+            or w.s_label == NULL or w.s_len == NULL or w.s_idx == NULL or w.s_pb == NULL
+            or w.s_pnb == NULL or w.s_tot == NULL or w.heap == NULL or w.order == NULL
+            or w.merge == NULL or w.mkeys == NULL or w.e_cls == NULL or w.e_lp == NULL
+            or w.lrow == NULL or w.lstamp == NULL or w.kstamp == NULL
+            or (want_conf and (w.lp == NULL or w.delta == NULL or w.newd == NULL
+                               or w.back == NULL))):
+        _work_free(w)
+        memset(w, 0, sizeof(Work))
+        return -1
+    for i in range(<Py_ssize_t>W * C):
+        w.merge[i] = -1
+    return 0
+
+
+cdef inline bint _worse(const Work* w, int a, int b) noexcept nogil:
+    """Slot ``a`` ranks below slot ``b``: lower score, or equal score and created later."""
+    return w.s_tot[a] < w.s_tot[b] or (w.s_tot[a] == w.s_tot[b] and w.s_idx[a] > w.s_idx[b])
+
+
+cdef void _sift_down(Work* w, int n, int i) noexcept nogil:
     """Restore the min-heap (worst candidate at the root) below position ``i``."""
     cdef int l, r, m, tmp
+    cdef int* heap = w.heap
     while True:
         l = 2 * i + 1
         r = l + 1
         m = i
-        if l < n and _worse(total, heap[l], heap[m]):
+        if l < n and _worse(w, heap[l], heap[m]):
             m = l
-        if r < n and _worse(total, heap[r], heap[m]):
+        if r < n and _worse(w, heap[r], heap[m]):
             m = r
         if m == i:
             return
@@ -193,6 +308,43 @@ cdef void _sift_down(int* heap, int n, int i, const double* total) noexcept nogi
         heap[i] = heap[m]
         heap[m] = tmp
         i = m
+
+
+cdef inline int _offer(Work* w, int hn, int W, int idx, int node, int parent, int label,
+                       int length, double pb, double pnb, double tot) noexcept nogil:
+    """Offer a candidate to the selection heap (size ``hn``); returns the new size."""
+    cdef int slot, pos, up, tmp
+    if hn < W:
+        slot = hn
+        w.heap[hn] = slot
+        pos = hn
+        hn += 1
+    else:
+        slot = w.heap[0]
+        # Candidates arrive in creation order, so an equal score loses to the kept one.
+        if not tot > w.s_tot[slot]:
+            return hn
+        pos = -1
+    w.s_node[slot] = node
+    w.s_parent[slot] = parent
+    w.s_label[slot] = label
+    w.s_len[slot] = length
+    w.s_idx[slot] = idx
+    w.s_pb[slot] = pb
+    w.s_pnb[slot] = pnb
+    w.s_tot[slot] = tot
+    if pos < 0:
+        _sift_down(w, hn, 0)
+    else:
+        while pos > 0:
+            up = (pos - 1) // 2
+            if not _worse(w, w.heap[pos], w.heap[up]):
+                break
+            tmp = w.heap[pos]
+            w.heap[pos] = w.heap[up]
+            w.heap[up] = tmp
+            pos = up
+    return hn
 
 
 cdef void _align_c(const double* lp, int T, int C, const int* labels, int n, int blank,
@@ -242,264 +394,178 @@ cdef void _align_c(const double* lp, int T, int C, const int* labels, int n, int
         out[t] = exp(out[t])
 
 
-cdef int _beam_c(const float* x, int T, int C, int blank, bint is_log, int W, int top_k,
-                 const int* classes, int K, int min_len, int max_len, double thr,
+cdef inline double _lpc(Work* w, const float* row, int c, int t, bint is_log) noexcept nogil:
+    """log P(class c) at this frame, computed once per frame for probability input."""
+    if is_log:
+        return row[c]
+    if w.lstamp[c] != t:
+        w.lrow[c] = _lg(row[c])
+        w.lstamp[c] = t
+    return w.lrow[c]
+
+
+cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, int W,
+                 int top_k, const int* classes, int K, int min_len, int max_len, double thr,
                  bint want_conf, int* out_len, int* out_labels, double* out_logp,
                  double* out_conf) noexcept nogil:
     """CTC prefix beam search (see ``_ctc_py.beam``); writes up to ``top_k`` results.
 
-    ``out_labels``/``out_conf`` are (top_k, T) row-major. Returns the number of results, or -1
-    when memory runs out.
+    Same candidates, scores and ranking as the Python twin, computed leaner: a beam's
+    total is carried over from the selection, merged extensions (beam a + label == beam j)
+    are added to j's stay-candidate up front so every score is final when it is offered, and
+    a size-W heap keeps the best candidates without storing the rest. ``out_labels`` and
+    ``out_conf`` are (top_k, T) row-major. Returns the number of results.
     """
-    cdef Py_ssize_t max_nodes = <Py_ssize_t>T * W + 1
-    cdef Py_ssize_t maxc = <Py_ssize_t>W * (K + 1)
-    cdef int* n_parent = <int*>malloc(max_nodes * sizeof(int))
-    cdef int* n_label = <int*>malloc(max_nodes * sizeof(int))
-    cdef int* n_len = <int*>malloc(max_nodes * sizeof(int))
-    cdef int* n_child = <int*>malloc(max_nodes * sizeof(int))
-    cdef int* n_sibling = <int*>malloc(max_nodes * sizeof(int))
-    cdef int* b_node = <int*>malloc(W * sizeof(int))
-    cdef int* nb_node = <int*>malloc(W * sizeof(int))
-    cdef double* b_pb = <double*>malloc(W * sizeof(double))
-    cdef double* b_pnb = <double*>malloc(W * sizeof(double))
-    cdef double* nb_pb = <double*>malloc(W * sizeof(double))
-    cdef double* nb_pnb = <double*>malloc(W * sizeof(double))
-    cdef double* totals = <double*>malloc(W * sizeof(double))
-    cdef int* mkeys = <int*>malloc(W * sizeof(int))
-    cdef int* heap = <int*>malloc(W * sizeof(int))
-    cdef int* order = <int*>malloc(W * sizeof(int))
-    cdef int* c_node = <int*>malloc(maxc * sizeof(int))
-    cdef int* c_parent = <int*>malloc(maxc * sizeof(int))
-    cdef int* c_label = <int*>malloc(maxc * sizeof(int))
-    cdef int* c_len = <int*>malloc(maxc * sizeof(int))
-    cdef double* c_pb = <double*>malloc(maxc * sizeof(double))
-    cdef double* c_pnb = <double*>malloc(maxc * sizeof(double))
-    cdef double* c_total = <double*>malloc(maxc * sizeof(double))
-    cdef int* merge = <int*>malloc(<Py_ssize_t>W * C * sizeof(int))
-    cdef int* e_cls = <int*>malloc((K + 1) * sizeof(int))
-    cdef double* e_lp = <double*>malloc((K + 1) * sizeof(double))
-    cdef double* lp = NULL
-    cdef double* delta = NULL
-    cdef double* newd = NULL
-    cdef int* back = NULL
+    cdef int t, i, j, a, c, nb, ne, nm, hn, count, node, par, last, length, remaining
+    cdef int idx, n_nodes, n_out, pos, slot
+    cdef double zero = NEG_INF if is_log else 0.0
+    cdef double lb, v, base, pb, pnb, tot
+    cdef const float* row
     cdef int* tmpi
     cdef double* tmpd
-    cdef int result = -1
-    cdef int t, i, j, a, c, k, nb, nc, ne, nm, hn, count, node, par, last, length, remaining
-    cdef int n_nodes, n_out, pos, max_lab, S
-    cdef double zero = NEG_INF if is_log else 0.0
-    cdef double lb, v, base
-    cdef const float* row
-    cdef bint ok
 
-    if (n_parent == NULL or n_label == NULL or n_len == NULL or n_child == NULL
-            or n_sibling == NULL or b_node == NULL
-            or nb_node == NULL or b_pb == NULL or b_pnb == NULL or nb_pb == NULL
-            or nb_pnb == NULL or totals == NULL or mkeys == NULL or heap == NULL
-            or order == NULL or c_node == NULL or c_parent == NULL or c_label == NULL
-            or c_len == NULL or c_pb == NULL or c_pnb == NULL or c_total == NULL
-            or merge == NULL or e_cls == NULL or e_lp == NULL):
-        ok = False
-    else:
-        ok = True
-
-    if ok:
-        for i in range(W * C):
-            merge[i] = -1
-        # Prefix trie: node 0 is the empty prefix; only prefixes that enter the beam get a node.
-        n_parent[0] = -1
-        n_label[0] = -1
-        n_len[0] = 0
-        n_child[0] = -1
-        n_sibling[0] = -1
-        n_nodes = 1
-        nb = 1
-        b_node[0] = 0
-        b_pb[0] = 0.0
-        b_pnb[0] = NEG_INF
-        for t in range(T):
-            row = x + <Py_ssize_t>t * C
-            remaining = T - 1 - t
-            lb = row[blank] if is_log else _lg(row[blank])
-            ne = 0
-            for i in range(K):
-                c = classes[i]
-                if row[c] >= thr and row[c] > zero:
-                    e_cls[ne] = c
-                    e_lp[ne] = row[c] if is_log else _lg(row[c])
-                    ne += 1
-            # A beam whose prefix is another beam's prefix + one label receives that extension.
-            nm = 0
-            for j in range(nb):
-                par = n_parent[b_node[j]]
-                if par >= 0:
-                    for a in range(nb):
-                        if b_node[a] == par:
-                            mkeys[nm] = a * C + n_label[b_node[j]]
-                            merge[mkeys[nm]] = j
-                            nm += 1
-                            break
-            nc = 0
-            for j in range(nb):
-                totals[j] = _lae(b_pb[j], b_pnb[j])
-            for j in range(nb):
-                node = b_node[j]
-                c_node[nc] = node
-                c_parent[nc] = -1
-                c_label[nc] = -1
-                c_len[nc] = n_len[node]
-                c_pb[nc] = totals[j] + lb
-                if node != 0:
-                    last = n_label[node]
-                    c_pnb[nc] = b_pnb[j] + (row[last] if is_log else _lg(row[last]))
-                else:
-                    c_pnb[nc] = NEG_INF
-                nc += 1
-            for j in range(nb):
-                node = b_node[j]
-                length = n_len[node]
-                if max_len >= 0 and length >= max_len:
-                    continue
-                last = n_label[node]
-                for i in range(ne):
-                    c = e_cls[i]
-                    base = b_pb[j] if c == last else totals[j]
-                    if base == NEG_INF:
-                        continue
-                    v = base + e_lp[i]
-                    k = merge[j * C + c]
-                    if k >= 0:
-                        c_pnb[k] = _lae(c_pnb[k], v)
-                    else:
-                        c_node[nc] = -1
-                        c_parent[nc] = node
-                        c_label[nc] = c
-                        c_len[nc] = length + 1
-                        c_pb[nc] = NEG_INF
-                        c_pnb[nc] = v
-                        nc += 1
-            for i in range(nm):
-                merge[mkeys[i]] = -1
-            # Keep the best W: a min-heap whose root is the worst kept candidate.
-            hn = 0
-            for i in range(nc):
-                c_total[i] = _lae(c_pb[i], c_pnb[i])
-                if c_total[i] == NEG_INF or c_len[i] + remaining < min_len:
-                    continue
-                if hn < W:
-                    pos = hn
-                    heap[hn] = i
-                    hn += 1
-                    while pos > 0 and _worse(c_total, heap[pos], heap[(pos - 1) // 2]):
-                        a = heap[pos]
-                        heap[pos] = heap[(pos - 1) // 2]
-                        heap[(pos - 1) // 2] = a
-                        pos = (pos - 1) // 2
-                elif _worse(c_total, heap[0], i):
-                    heap[0] = i
-                    _sift_down(heap, hn, 0, c_total)
-            count = hn
-            for pos in range(count - 1, -1, -1):
-                order[pos] = heap[0]
-                hn -= 1
-                heap[0] = heap[hn]
-                _sift_down(heap, hn, 0, c_total)
-            for pos in range(count):
-                i = order[pos]
-                node = c_node[i]
-                if node < 0:
-                    # One node per distinct prefix, so a prefix that left the beam and comes
-                    # back is recognised as the parent of beams extended from it earlier.
-                    par = c_parent[i]
-                    node = n_child[par]
-                    while node >= 0 and n_label[node] != c_label[i]:
-                        node = n_sibling[node]
-                    if node < 0:
-                        node = n_nodes
-                        n_parent[node] = par
-                        n_label[node] = c_label[i]
-                        n_len[node] = c_len[i]
-                        n_child[node] = -1
-                        n_sibling[node] = n_child[par]
-                        n_child[par] = node
-                        n_nodes += 1
-                nb_node[pos] = node
-                nb_pb[pos] = c_pb[i]
-                nb_pnb[pos] = c_pnb[i]
-            tmpi = b_node
-            b_node = nb_node
-            nb_node = tmpi
-            tmpd = b_pb
-            b_pb = nb_pb
-            nb_pb = tmpd
-            tmpd = b_pnb
-            b_pnb = nb_pnb
-            nb_pnb = tmpd
-            nb = count
-            if nb == 0:
-                break
-
-        n_out = top_k if top_k < nb else nb
-        max_lab = 0
-        for j in range(n_out):
-            node = b_node[j]
-            length = n_len[node]
-            out_len[j] = length
-            out_logp[j] = _lae(b_pb[j], b_pnb[j])
-            if length > max_lab:
-                max_lab = length
-            pos = length
-            while node > 0:
-                pos -= 1
-                out_labels[<Py_ssize_t>j * T + pos] = n_label[node]
-                node = n_parent[node]
-        result = n_out
-        if want_conf and n_out > 0 and max_lab > 0:
-            S = 2 * max_lab + 1
-            lp = <double*>malloc(<Py_ssize_t>T * C * sizeof(double))
-            delta = <double*>malloc(S * sizeof(double))
-            newd = <double*>malloc(S * sizeof(double))
-            back = <int*>malloc(<Py_ssize_t>T * S * sizeof(int))
-            if lp == NULL or delta == NULL or newd == NULL or back == NULL:
-                result = -1
+    for c in range(C):
+        w.lstamp[c] = -1
+        w.kstamp[c] = -1
+    w.n_parent[0] = -1
+    w.n_label[0] = -1
+    w.n_len[0] = 0
+    w.n_child[0] = -1
+    w.n_sibling[0] = -1
+    n_nodes = 1
+    nb = 1
+    w.b_node[0] = 0
+    w.b_pb[0] = 0.0
+    w.b_pnb[0] = NEG_INF
+    w.b_tot[0] = 0.0
+    for t in range(T):
+        row = x + <Py_ssize_t>t * C
+        remaining = T - 1 - t
+        lb = _lpc(w, row, blank, t, is_log)
+        ne = 0
+        for i in range(K):
+            c = classes[i]
+            if row[c] >= thr and row[c] > zero:
+                w.e_cls[ne] = c
+                w.e_lp[ne] = _lpc(w, row, c, t, is_log)
+                w.kstamp[c] = t
+                ne += 1
+        # A beam whose prefix is another beam's prefix + one label receives that extension.
+        nm = 0
+        for j in range(nb):
+            w.pa[j] = -1
+            par = w.n_parent[w.b_node[j]]
+            if par >= 0:
+                for a in range(nb):
+                    if w.b_node[a] == par:
+                        w.pa[j] = a
+                        w.mkeys[nm] = a * C + w.n_label[w.b_node[j]]
+                        w.merge[w.mkeys[nm]] = j
+                        nm += 1
+                        break
+        # Stay-candidates (creation index j), with the merged extension already added.
+        hn = 0
+        for j in range(nb):
+            node = w.b_node[j]
+            pb = w.b_tot[j] + lb
+            if node != 0:
+                last = w.n_label[node]
+                pnb = w.b_pnb[j] + _lpc(w, row, last, t, is_log)
+                a = w.pa[j]
+                if a >= 0 and w.kstamp[last] == t:
+                    base = w.b_pb[a] if last == w.n_label[w.b_node[a]] else w.b_tot[a]
+                    if base != NEG_INF:
+                        pnb = _lae(pnb, base + _lpc(w, row, last, t, is_log))
             else:
-                for i in range(T * C):
-                    lp[i] = x[i] if is_log else _lg(x[i])
-                for j in range(n_out):
-                    if out_len[j] > 0:
-                        _align_c(lp, T, C, out_labels + <Py_ssize_t>j * T, out_len[j], blank,
-                                 delta, newd, back, out_conf + <Py_ssize_t>j * T)
+                pnb = NEG_INF
+            tot = _lae(pb, pnb)
+            if tot != NEG_INF and w.n_len[node] + remaining >= min_len:
+                hn = _offer(w, hn, W, j, node, -1, -1, w.n_len[node], pb, pnb, tot)
+        # Extension candidates (creation index nb, nb + 1, ... by beam, then class).
+        idx = nb
+        for j in range(nb):
+            node = w.b_node[j]
+            length = w.n_len[node]
+            if max_len >= 0 and length >= max_len:
+                continue
+            if length + 1 + remaining < min_len:
+                continue
+            last = w.n_label[node]
+            for i in range(ne):
+                c = w.e_cls[i]
+                base = w.b_pb[j] if c == last else w.b_tot[j]
+                if base == NEG_INF or w.merge[j * C + c] >= 0:
+                    continue
+                v = base + w.e_lp[i]
+                hn = _offer(w, hn, W, idx, -1, node, c, length + 1, NEG_INF, v, v)
+                idx += 1
+        for i in range(nm):
+            w.merge[w.mkeys[i]] = -1
+        # Heap -> best-first order.
+        count = hn
+        for pos in range(count - 1, -1, -1):
+            w.order[pos] = w.heap[0]
+            hn -= 1
+            w.heap[0] = w.heap[hn]
+            _sift_down(w, hn, 0)
+        for pos in range(count):
+            slot = w.order[pos]
+            node = w.s_node[slot]
+            if node < 0:
+                # One node per distinct prefix, so a prefix that left the beam and comes
+                # back is recognised as the parent of beams extended from it earlier.
+                par = w.s_parent[slot]
+                node = w.n_child[par]
+                while node >= 0 and w.n_label[node] != w.s_label[slot]:
+                    node = w.n_sibling[node]
+                if node < 0:
+                    node = n_nodes
+                    w.n_parent[node] = par
+                    w.n_label[node] = w.s_label[slot]
+                    w.n_len[node] = w.s_len[slot]
+                    w.n_child[node] = -1
+                    w.n_sibling[node] = w.n_child[par]
+                    w.n_child[par] = node
+                    n_nodes += 1
+            w.nb_node[pos] = node
+            w.nb_pb[pos] = w.s_pb[slot]
+            w.nb_pnb[pos] = w.s_pnb[slot]
+            w.nb_tot[pos] = w.s_tot[slot]
+        tmpi = w.b_node
+        w.b_node = w.nb_node
+        w.nb_node = tmpi
+        tmpd = w.b_pb
+        w.b_pb = w.nb_pb
+        w.nb_pb = tmpd
+        tmpd = w.b_pnb
+        w.b_pnb = w.nb_pnb
+        w.nb_pnb = tmpd
+        tmpd = w.b_tot
+        w.b_tot = w.nb_tot
+        w.nb_tot = tmpd
+        nb = count
+        if nb == 0:
+            break
 
-    free(n_parent)
-    free(n_label)
-    free(n_len)
-    free(n_child)
-    free(n_sibling)
-    free(b_node)
-    free(nb_node)
-    free(b_pb)
-    free(b_pnb)
-    free(nb_pb)
-    free(nb_pnb)
-    free(totals)
-    free(mkeys)
-    free(heap)
-    free(order)
-    free(c_node)
-    free(c_parent)
-    free(c_label)
-    free(c_len)
-    free(c_pb)
-    free(c_pnb)
-    free(c_total)
-    free(merge)
-    free(e_cls)
-    free(e_lp)
-    free(lp)
-    free(delta)
-    free(newd)
-    free(back)
-    return result
+    n_out = top_k if top_k < nb else nb
+    for j in range(n_out):
+        node = w.b_node[j]
+        length = w.n_len[node]
+        out_len[j] = length
+        out_logp[j] = w.b_tot[j]
+        pos = length
+        while node > 0:
+            pos -= 1
+            out_labels[<Py_ssize_t>j * T + pos] = w.n_label[node]
+            node = w.n_parent[node]
+    if want_conf and n_out > 0:
+        for i in range(T * C):
+            w.lp[i] = x[i] if is_log else _lg(x[i])
+        for j in range(n_out):
+            if out_len[j] > 0:
+                _align_c(w.lp, T, C, out_labels + <Py_ssize_t>j * T, out_len[j], blank,
+                         w.delta, w.newd, w.back, out_conf + <Py_ssize_t>j * T)
+    return n_out
 
 
 cdef int* _classes(classes, int C, int blank, int* K) except NULL:
@@ -544,32 +610,30 @@ cdef list _beam_run(const float* x, int N, int T, int C, int blank, bint is_log,
                     int beam_width, int top_k, classes, int min_length, int max_length,
                     double threshold, bint want_conf):
     """Run :func:`_beam_c` on N consecutive (T, C) matrices without the GIL."""
-    cdef int K, i, bad = 0
+    cdef int K, i
     cdef Py_ssize_t per = <Py_ssize_t>top_k * T
+    cdef Work work
     cdef int* cls = _classes(classes, C, blank, &K)
     cdef int* counts = <int*>malloc(N * sizeof(int))
     cdef int* lens = <int*>malloc(N * top_k * sizeof(int))
     cdef int* labels = <int*>malloc(N * per * sizeof(int))
     cdef double* logp = <double*>malloc(N * top_k * sizeof(double))
     cdef double* conf = <double*>malloc(N * per * sizeof(double)) if want_conf else NULL
+    cdef int bad = _work_alloc(&work, T, C, beam_width, want_conf)
     try:
-        if (counts == NULL or lens == NULL or labels == NULL or logp == NULL
+        if (bad or counts == NULL or lens == NULL or labels == NULL or logp == NULL
                 or (want_conf and conf == NULL)):
             raise MemoryError()
         with nogil:
             for i in range(N):
-                counts[i] = _beam_c(x + <Py_ssize_t>i * T * C, T, C, blank, is_log, beam_width,
-                                    top_k, cls, K, min_length, max_length, threshold, want_conf,
-                                    lens + i * top_k, labels + i * per, logp + i * top_k,
-                                    conf + i * per if want_conf else NULL)
-                if counts[i] < 0:
-                    bad = 1
-                    break
-        if bad:
-            raise MemoryError()
+                counts[i] = _beam_c(&work, x + <Py_ssize_t>i * T * C, T, C, blank, is_log,
+                                    beam_width, top_k, cls, K, min_length, max_length,
+                                    threshold, want_conf, lens + i * top_k, labels + i * per,
+                                    logp + i * top_k, conf + i * per if want_conf else NULL)
         return [_results(counts[i], T, lens + i * top_k, labels + i * per, logp + i * top_k,
                          conf + i * per if want_conf else NULL, want_conf) for i in range(N)]
     finally:
+        _work_free(&work)
         free(cls)
         free(counts)
         free(lens)

@@ -22,6 +22,7 @@ FloatArray = npt.NDArray[np.float32]
 # Bits returned by a scan (numpy here, compiled in ``_ctc_cy.scan``): what the values contain.
 NAN, POS_INF, NEG_INF, NEGATIVE = 1, 2, 4, 8
 
+_F32 = np.dtype(np.float32)
 _SHAPE_NAMES = {2: "(time, classes)", 3: "(batch, time, classes)"}
 _symbols_cache: dict[tuple[Any, int, int], tuple[tuple[str, ...], int]] = {}
 
@@ -49,6 +50,12 @@ def check_probs(
     With ``log_input`` the values are log-probabilities or logits; each frame is renormalised
     with a log-softmax (in float64) so scores and confidences are true log-probabilities.
     """
+    if (type(probs) is np.ndarray and probs.dtype is _F32 and probs.ndim == ndim == 2
+            and not log_input and probs.flags.c_contiguous and probs.size):
+        # Fast path for what a model emits; same checks as below, fewer attribute lookups.
+        if scan(probs):
+            return check_probs(probs.astype(np.float64), ndim, log_input, scan)
+        return probs  # type: ignore[no-any-return]
     if not isinstance(probs, np.ndarray):
         if isinstance(probs, (str, bytes)) or not hasattr(probs, "__len__"):
             raise TypeError(
