@@ -1,0 +1,125 @@
+"""Keras model -> TFLite bytes, one function per step (imports TensorFlow; runs in the worker).
+
+The trained ``model.keras`` is never converted as saved. Its weights are copied into the same
+graph rebuilt by :func:`captcha_edge.train.model.build_inference_model` with a static batch and a
+Keras flavour that TFLite converts well; see ``ROUTES`` and docs/export.md for why.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: How the inference graph is rebuilt before conversion.
+#: ``tf_keras``: Keras 2 (tf-keras) keeps the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel, which
+#: full-int8 calibration handles with a static batch (small, few ops). ``unroll``: Keras 3 with
+#: ``LSTM(unroll=True)``, hundreds of plain ops; the fallback when tf-keras is missing.
+ROUTES = ("tf_keras", "unroll")
+
+
+def load_keras(path: Path, flavour: str = "keras3") -> Any:
+    """Load a trained ``model.keras`` without its optimizer state."""
+    if flavour == "tf_keras":
+        import tf_keras
+
+        return tf_keras.models.load_model(str(path), compile=False)
+    import keras
+
+    return keras.models.load_model(str(path), compile=False)
+
+
+def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -> Any:
+    """The inference graph rebuilt for ``route`` with a static ``batch``; ``src``'s weights copied.
+
+    Raises:
+        ValueError: unknown route, or the weights do not fit the graph ``model_config`` describes.
+    """
+    from ..train.model import ModelConfig, build_inference_model
+
+    cfg = ModelConfig.from_dict(model_config)
+    if route == "tf_keras":
+        try:
+            import tf_keras
+        except ImportError:
+            raise ImportError('the tf_keras route needs tf-keras: pip install '
+                              '"captcha-edge[train]"') from None
+        model = build_inference_model(cfg, keras=tf_keras, batch_size=batch)
+    elif route == "unroll":
+        import keras
+
+        model = build_inference_model(cfg, keras=keras, unroll=True, batch_size=batch)
+    else:
+        raise ValueError(f"unknown route {route!r}; valid routes: {', '.join(ROUTES)}")
+    weights = src.get_weights()
+    mine = model.get_weights()
+    if len(weights) != len(mine) or any(a.shape != b.shape for a, b in zip(weights, mine)):
+        raise ValueError("model.keras does not match the graph that model.json's model_config "
+                         "describes (weight shapes differ); was it trained by another version?")
+    model.set_weights(weights)
+    return model
+
+
+def _converter(model: Any, route: str) -> Any:
+    import tensorflow as tf
+
+    # Both flavours go through from_keras_model: TF 2.21 accepts Keras 3 models there, and for
+    # them the concrete-function route left READ_VARIABLE ops that the calibrator cannot run.
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List[np.ndarray]]]:
+    """A representative_dataset over uint8 (N, H, W) images, fed as float32 raw 0..255 batches."""
+    def gen() -> Iterator[List[np.ndarray]]:
+        for i in range(0, len(images) - batch + 1, batch):
+            yield [images[i:i + batch, :, :, None].astype(np.float32)]
+    return gen
+
+
+def to_tflite(model: Any, fmt: str, *, route: str, calibration: Optional[np.ndarray] = None,
+              batch: int = 1, int8_output: str = "int8") -> bytes:
+    """Convert a rebuilt model to the TFLite flatbuffer of format ``fmt``.
+
+    Args:
+        model: from :func:`rebuild`.
+        fmt: a key of :data:`captcha_edge.export.formats.FORMATS`.
+        route: the route ``model`` was rebuilt with.
+        calibration: uint8 (N, H, W) images; required for ``int8``.
+        batch: the model's static batch size.
+        int8_output: ``"int8"`` (quantized softmax; scale/zero point go into the metadata) or
+            ``"float32"`` (a DEQUANTIZE op at the end).
+
+    Returns:
+        The flatbuffer bytes.
+    """
+    import tensorflow as tf
+
+    conv = _converter(model, route)
+    if fmt == "float32":
+        pass
+    elif fmt == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif fmt == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt == "int8":
+        if calibration is None or len(calibration) < batch:
+            raise ValueError("int8 needs calibration images")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative(calibration, batch)
+        # Only int8 kernels: conversion fails instead of silently leaving a float op behind.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.int8 if int8_output == "int8" else tf.float32
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return bytes(conv.convert())
+
+
+def keras_probs(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The Keras model's (N, T, C) float32 probabilities on uint8 (N, H, W) images."""
+    out = model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
+    return np.asarray(out, dtype=np.float32)

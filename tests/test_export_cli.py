@@ -1,0 +1,189 @@
+"""captcha-export argument and input checks: fast, and none of them may load TensorFlow."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from captcha_edge.export import FORMATS, parse_formats
+from captcha_edge.export.cli import main
+from captcha_edge.export.formats import markdown_table
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_RUN = ROOT / "tests" / "data" / "export_run"
+
+needs_fixture = pytest.mark.skipif(not (FIXTURE_RUN / "model.keras").is_file(),
+                                   reason="tests/data/export_run missing; run "
+                                          "scripts/make_export_fixture.py")
+
+
+def _run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    assert lines[0].startswith("captcha-export: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def run_copy(tmp_path: Path) -> Path:
+    """A writable copy of the fixture run folder."""
+    if not (FIXTURE_RUN / "model.keras").is_file():
+        pytest.skip("tests/data/export_run missing; run scripts/make_export_fixture.py")
+    dst = tmp_path / "run"
+    shutil.copytree(FIXTURE_RUN, dst)
+    return dst
+
+
+def test_parse_formats_keeps_table_order_and_expands_all():
+    assert parse_formats("int8,float32") == ["float32", "int8"]
+    assert parse_formats(" Float16 , dynamic ") == ["float16", "dynamic"]
+    assert parse_formats("all") == list(FORMATS)
+    assert parse_formats("int8,all") == list(FORMATS)
+
+
+@pytest.mark.parametrize("text", ["", ",", "int4", "float32,int4"])
+def test_parse_formats_rejects_unknown_or_empty(text):
+    with pytest.raises(ValueError, match="valid formats: float32, float16, dynamic, int8"):
+        parse_formats(text)
+
+
+def test_unknown_format_exits_2_naming_valid_ones(tmp_path, capsys):
+    code, _, err = _run_cli([tmp_path, "--formats", "float32,int4"], capsys)
+    assert code == 2
+    line = _error_line(err)
+    assert "unknown format 'int4'" in line and "float16" in line
+
+
+def test_argparse_choices_come_from_table(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name, fmt in FORMATS.items():
+        assert name in out and fmt.summary in out
+    assert "examples:" in out
+
+
+def test_run_folder_without_model(tmp_path, capsys):
+    (tmp_path / "model.json").write_text("{}")
+    code, _, err = _run_cli([tmp_path, "--int8"], capsys)
+    assert code == 2
+    assert "no model.keras" in _error_line(err)
+
+
+def test_missing_run_folder(tmp_path, capsys):
+    code, _, err = _run_cli([tmp_path / "nope", "--int8"], capsys)
+    assert code == 2
+    assert "no such run folder" in _error_line(err)
+
+
+@needs_fixture
+def test_corrupt_model_file(run_copy, capsys):
+    (run_copy / "model.keras").write_bytes(b"this is not a keras archive" * 10)
+    code, _, err = _run_cli([run_copy, "--int8"], capsys)
+    assert code == 2
+    line = _error_line(err)
+    assert "model.keras" in line and "corrupt" in line
+
+
+@needs_fixture
+def test_truncated_model_file(run_copy, capsys):
+    data = (run_copy / "model.keras").read_bytes()
+    (run_copy / "model.keras").write_bytes(data[: len(data) // 2])
+    code, _, err = _run_cli([run_copy, "--int8"], capsys)
+    assert code == 2
+    assert "corrupt" in _error_line(err)
+
+
+@needs_fixture
+def test_model_json_missing_keys(run_copy, capsys):
+    meta = json.loads((run_copy / "model.json").read_text())
+    del meta["charset"]
+    (run_copy / "model.json").write_text(json.dumps(meta))
+    code, _, err = _run_cli([run_copy, "--int8"], capsys)
+    assert code == 2
+    assert "missing keys charset" in _error_line(err)
+
+
+@needs_fixture
+def test_empty_calibration_dir(run_copy, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _run_cli([run_copy, "--int8", "--calib-dir", empty, "--out",
+                             tmp_path / "o"], capsys)
+    assert code == 2
+    line = _error_line(err)
+    assert "--calib-dir" in line and "no image files" in line
+    assert not (tmp_path / "o").exists()
+
+
+@needs_fixture
+def test_too_small_calibration_dir(run_copy, tmp_path, capsys):
+    few = tmp_path / "few"
+    few.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 96), dtype=np.uint8)).save(few / f"{i}.png")
+    code, _, err = _run_cli([run_copy, "--int8", "--calib-dir", few, "--out", tmp_path / "o"],
+                            capsys)
+    assert code == 2
+    assert "has 3 usable image(s); int8 needs at least 10" in _error_line(err)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--calib-size", "5"], "--calib-size must be >= 10; got 5"),
+    (["--calib-synthetic", "0"], "--calib-synthetic must be >= 10; got 0"),
+    (["--batch", "0"], "--batch must be >= 1; got 0"),
+    (["--max-drop", "-1"], "--max-drop must be between 0 and 100"),
+    (["--formats", "float32", "--calib-synthetic", "50"], "only applies to the int8 format"),
+    (["--formats", "float32", "--int8"], "--int8 conflicts with --formats float32"),
+])
+def test_bad_option_values(tmp_path, capsys, args, text):
+    code, _, err = _run_cli([tmp_path, *args], capsys)
+    assert code == 2
+    assert text in _error_line(err)
+
+
+@needs_fixture
+def test_refuses_to_overwrite_without_force(run_copy, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "model_int8.tflite").write_bytes(b"keep me")
+    code, _, err = _run_cli([run_copy, "--int8", "--out", out], capsys)
+    assert code == 2
+    assert "already exists; pass --force" in _error_line(err)
+    assert (out / "model_int8.tflite").read_bytes() == b"keep me"
+
+
+def test_errors_do_not_import_tensorflow(tmp_path):
+    """The argument and input checks run before TensorFlow loads (a fresh interpreter proves it)."""
+    code = (
+        "import sys\n"
+        "from captcha_edge.export.cli import main\n"
+        f"rc = main([{str(tmp_path)!r}, '--formats', 'int4'])\n"
+        f"rc2 = main([{str(tmp_path / 'nope')!r}, '--int8'])\n"
+        "assert rc == 2 and rc2 == 2, (rc, rc2)\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "assert 'keras' not in sys.modules, 'keras was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_docs_table_matches_formats():
+    doc = ROOT / "docs" / "export.md"
+    if not doc.is_file():
+        pytest.skip("docs/export.md not present")
+    assert markdown_table() in doc.read_text(encoding="utf-8")
