@@ -7,16 +7,16 @@ variable ``CAPTCHA_EDGE_BACKEND`` (or ``backend=``) forces one of them.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 #: backend name -> (module to import, distribution whose version is reported)
-BACKENDS: Dict[str, Tuple[str, str]] = {
+BACKENDS: dict[str, tuple[str, str]] = {
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
     "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
 }
 
-_cache: Dict[str, Any] = {}
+_cache: dict[str, Any] = {}
 
 
 def _import(name: str) -> Any:
@@ -29,7 +29,7 @@ def _import(name: str) -> Any:
     return _cache[name]
 
 
-def get_interpreter_class(backend: Optional[str] = None) -> Tuple[str, Any]:
+def get_interpreter_class(backend: str | None = None) -> tuple[str, Any]:
     """Return ``(backend name, Interpreter class)``.
 
     Args:

@@ -15,9 +15,10 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 from .errors import CaptchaEdgeError, ModelFormatError
 
@@ -79,7 +80,7 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _load(args: argparse.Namespace, model: Optional[str] = None, num_threads: Optional[int] = None
+def _load(args: argparse.Namespace, model: str | None = None, num_threads: int | None = None
           ) -> Any:
     """Build the Recognizer (model errors propagate as ModelFormatError / ImportError)."""
     from .recognizer import Recognizer
@@ -89,18 +90,18 @@ def _load(args: argparse.Namespace, model: Optional[str] = None, num_threads: Op
                           backend=args.backend)
 
 
-def _decode_opts(args: argparse.Namespace) -> Dict[str, Any]:
+def _decode_opts(args: argparse.Namespace) -> dict[str, Any]:
     return {"beam_width": args.beam_width, "allowed": args.allowed,
             "min_length": args.min_length, "max_length": args.max_length}
 
 
-def _expand(paths: Sequence[str]) -> List[Tuple[str, Any]]:
+def _expand(paths: Sequence[str]) -> list[tuple[str, Any]]:
     """Turn files, folders, globs and ``-`` into ``(display name, source)`` pairs.
 
     A source is a Path, bytes (stdin) or an error message string for an input that cannot
     even be listed (empty folder, glob matching nothing, stdin given twice).
     """
-    out: List[Tuple[str, Any]] = []
+    out: list[tuple[str, Any]] = []
     stdin_used = False
     for p in paths:
         if p == "-":
@@ -129,18 +130,18 @@ def _source(name: str, src: Any) -> Any:
         if not src:
             return None
         buf = io.BytesIO(src)
-        buf.name = "<stdin>"  # type: ignore[attr-defined]
+        buf.name = "<stdin>"
         return buf
     return src
 
 
-def _answer(rec: Any, items: List[Tuple[str, Any]], opts: Dict[str, Any], threads: int,
-            label: str) -> Iterator[Dict[str, Any]]:
+def _answer(rec: Any, items: list[tuple[str, Any]], opts: dict[str, Any], threads: int,
+            label: str) -> Iterator[dict[str, Any]]:
     """Recognize every item (in order, ``threads`` at a time); never raises for one bad image."""
 
-    def one(item: Tuple[str, Any]) -> Dict[str, Any]:
+    def one(item: tuple[str, Any]) -> dict[str, Any]:
         name, src = item
-        res: Dict[str, Any] = {"path": name, "text": None, "confidence": None, "error": None}
+        res: dict[str, Any] = {"path": name, "text": None, "confidence": None, "error": None}
         t0 = time.perf_counter()
         if isinstance(src, str):
             res["error"] = src
@@ -154,7 +155,7 @@ def _answer(rec: Any, items: List[Tuple[str, Any]], opts: Dict[str, Any], thread
         except CaptchaEdgeError as exc:
             msg = str(exc).replace("<stdin>", "-")
             res["error"] = msg if msg.startswith(name) else f"{name}: {msg}"
-        except Exception as exc:  # an unexpected decoder failure must not end the batch
+        except Exception as exc:  # noqa: BLE001 -- one odd image must not end the batch
             res["error"] = f"{name}: {type(exc).__name__}: {exc}"
         else:
             res["text"], res["confidence"] = pred.text, round(pred.confidence, 6)
@@ -177,7 +178,7 @@ def _answer(rec: Any, items: List[Tuple[str, Any]], opts: Dict[str, Any], thread
         bar.close()
 
 
-def _percentiles(xs: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> Dict[str, float]:
+def _percentiles(xs: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
     import numpy as np
 
     if not xs:
@@ -210,7 +211,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- eval ---------------------------------------------------------------------------------------
 
 
-def _align(truth: str, pred: str) -> Tuple[int, List[Tuple[str, str]]]:
+def _align(truth: str, pred: str) -> tuple[int, list[tuple[str, str]]]:
     """Levenshtein distance and the edit operations as (true char, predicted char) pairs.
 
     A deletion is (c, ""), an insertion ("", c); matches are not listed.
@@ -225,7 +226,7 @@ def _align(truth: str, pred: str) -> Tuple[int, List[Tuple[str, str]]]:
         for j in range(1, m + 1):
             d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
                           d[i - 1][j - 1] + (truth[i - 1] != pred[j - 1]))
-    ops: List[Tuple[str, str]] = []
+    ops: list[tuple[str, str]] = []
     i, j = n, m
     while i or j:
         if i and j and d[i][j] == d[i - 1][j - 1] + (truth[i - 1] != pred[j - 1]):
@@ -241,7 +242,7 @@ def _align(truth: str, pred: str) -> Tuple[int, List[Tuple[str, str]]]:
     return d[n][m], ops[::-1]
 
 
-def _label(pattern: "re.Pattern[str]", path: Path) -> Optional[str]:
+def _label(pattern: re.Pattern[str], path: Path) -> str | None:
     m = pattern.search(path.stem)
     if not m:
         return None
@@ -279,9 +280,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ok = [r for r in results if not r["error"]]
     errors = [r for r in results if r["error"]]
     correct = edits = chars = 0
-    confusions: Counter = Counter()
+    confusions: Counter[tuple[str, str]] = Counter()
     for r in ok:
-        truth = labels[r["path"]]
+        truth = labels[r["path"]] or ""
         dist, ops = _align(truth, r["text"])
         correct += dist == 0
         edits += dist
@@ -318,19 +319,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if errors else EXIT_OK
 
 
-def _format_eval(r: Dict[str, Any]) -> str:
+def _format_eval(r: dict[str, Any]) -> str:
     def ch(c: str) -> str:
         return repr(c) if c else "(none)"
 
     n_ok = r["images"] - r["unreadable"]
     lines = [
         f"model       {r['model']}",
-        f"images      {r['images']} in {r['dir']} ({r['unreadable']} unreadable, "
-        f"{r['unlabelled']} without a label skipped)",
+        (f"images      {r['images']} in {r['dir']} ({r['unreadable']} unreadable, "
+        f"{r['unlabelled']} without a label skipped)"),
         f"accuracy    {100 * r['accuracy']:.2f} %  ({r['correct']}/{n_ok} sequences exact)",
         f"CER         {100 * r['cer']:.2f} %  ({r['edits']} edits / {r['chars']} characters)",
-        f"latency     mean {r['latency_ms']['mean']} ms, p50 {r['latency_ms']['p50']} ms, "
-        f"p95 {r['latency_ms']['p95']} ms per image (end to end)",
+        (f"latency     mean {r['latency_ms']['mean']} ms, p50 {r['latency_ms']['p50']} ms, "
+        f"p95 {r['latency_ms']['p95']} ms per image (end to end)"),
         f"throughput  {r['throughput_per_s']} images/s with {r['threads']} thread(s)",
     ]
     if r["confusions"]:
@@ -344,7 +345,7 @@ def _format_eval(r: Dict[str, Any]) -> str:
 # -- bench --------------------------------------------------------------------------------------
 
 
-def _synthetic_pngs(n: int, size: Tuple[int, int], charset: str, seed: int = 0) -> List[bytes]:
+def _synthetic_pngs(n: int, size: tuple[int, int], charset: str, seed: int = 0) -> list[bytes]:
     """Captcha-like PNGs (noisy background, random text) for benchmarking without data."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -369,15 +370,15 @@ def _synthetic_pngs(n: int, size: Tuple[int, int], charset: str, seed: int = 0) 
     return out
 
 
-def _bench_one(args: argparse.Namespace, model: Optional[str], pngs: List[bytes]
-               ) -> Dict[str, Any]:
+def _bench_one(args: argparse.Namespace, model: str | None, pngs: list[bytes]
+               ) -> dict[str, Any]:
     """Per-stage timings on one thread, then throughput with 1 and N threads."""
     rec = _load(args, model)
     opts = _decode_opts(args)
     n = args.n
     for k in range(min(args.warmup, n)):
         rec.decode(rec.infer(rec.preprocess(pngs[k % len(pngs)])), **opts)
-    stages: Dict[str, List[float]] = {"preprocess": [], "infer": [], "ctc": [], "total": []}
+    stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "ctc": [], "total": []}
     clock = time.perf_counter
     for k in range(n):
         png = pngs[k % len(pngs)]
@@ -406,7 +407,7 @@ def _bench_one(args: argparse.Namespace, model: Optional[str], pngs: List[bytes]
         t0 = clock()
         r.predict_batch(pngs[:n] if len(pngs) >= n else (pngs * (n // len(pngs) + 1))[:n],
                         workers=workers, **opts)
-        return n / (clock() - t0)
+        return float(n / (clock() - t0))
 
     tp1 = throughput(rec, 1)
     tpn = throughput(rec, args.threads) if args.threads > 1 else tp1
@@ -432,7 +433,7 @@ def _bench_one(args: argparse.Namespace, model: Optional[str], pngs: List[bytes]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    models: List[Optional[str]] = list(args.model) if args.model else [None]
+    models: list[str | None] = list(args.model) if args.model else [None]
     if len(models) > 2:
         _err("error: bench compares at most two models (--model A --model B)")
         return EXIT_USAGE
@@ -521,7 +522,8 @@ EXAMPLES = {
       --min-length 4 --max-length 6 --threads 2 captchas/
 output: one line per image "path<TAB>text" (errors on stderr, one line each), or with --json
   {"path": ..., "text": ..., "confidence": ..., "error": null}
-exit status: 0 all read, 1 some inputs failed (the others are still answered), 2 usage/model error""",
+exit status: 0 all read, 1 some inputs failed (the others are still answered),
+  2 usage or model error""",
     "eval": """examples:
   captcha-edge eval labelled_captchas/
   captcha-edge eval data/ --label-pattern '^(?P<label>[a-z0-9]+)_' --json
@@ -591,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--threads", type=_positive, default=1,
                          help="images read in parallel, one interpreter each (default 1)")
 
-    def add(name: str, help_: str, parents: List[argparse.ArgumentParser]
+    def add(name: str, help_: str, parents: list[argparse.ArgumentParser]
             ) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
                               parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -633,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 some inputs failed, 2 usage/model error)."""
     parser = build_parser()
     try:
@@ -654,7 +656,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:  # `captcha-edge predict dir/ | head`
         with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- stays open until exit
         return EXIT_OK
 
 

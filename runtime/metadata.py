@@ -12,7 +12,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Union
 
 from .errors import ModelFormatError
 
@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def embed(tflite: bytes, meta: Dict[str, Any]) -> bytes:
+def embed(tflite: bytes, meta: dict[str, Any]) -> bytes:
     """Return ``tflite`` with ``meta`` appended as a zip member (``tflite_size`` is added)."""
     if tflite[4:8] != b"TFL3":
         raise ModelFormatError("embed() needs a TFLite flatbuffer (no 'TFL3' identifier found)")
@@ -35,7 +35,7 @@ def embed(tflite: bytes, meta: Dict[str, Any]) -> bytes:
     return tflite + buf.getvalue()
 
 
-def split(data: bytes, name: str = "model") -> Tuple[bytes, Dict[str, Any]]:
+def split(data: bytes, name: str = "model") -> tuple[bytes, dict[str, Any]]:
     """Split a captcha_edge ``.tflite`` into (flatbuffer bytes, metadata dict).
 
     Raises:
@@ -57,7 +57,7 @@ def split(data: bytes, name: str = "model") -> Tuple[bytes, Dict[str, Any]]:
     return data[:size], meta
 
 
-def read(path: PathLike) -> Dict[str, Any]:
+def read(path: PathLike) -> dict[str, Any]:
     """Read only the metadata dict of a captcha_edge ``.tflite`` file."""
     p = Path(path)
     try:

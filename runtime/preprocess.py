@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Mapping, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 from .errors import ImageError
 
@@ -21,7 +22,7 @@ MAX_PIXELS = 40_000_000
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
 
-DEFAULT_RECIPE: Dict[str, Any] = {
+DEFAULT_RECIPE: dict[str, Any] = {
     "height": 50,
     "width": 200,
     "color": "L",  # 8-bit grayscale
@@ -39,7 +40,7 @@ _RESAMPLE = {
 }
 
 
-def make_recipe(**overrides: Any) -> Dict[str, Any]:
+def make_recipe(**overrides: Any) -> dict[str, Any]:
     """Return a checked preprocessing recipe: :data:`DEFAULT_RECIPE` updated with ``overrides``."""
     recipe = dict(DEFAULT_RECIPE)
     unknown = set(overrides) - set(recipe)
@@ -107,8 +108,9 @@ def load_image(src: ImageSource) -> Image.Image:
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise ImageError(f"{name}: image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
-    if getattr(img, "n_frames", 1) > 1:
-        raise ImageError(f"{name}: animated image with {img.n_frames} frames; give a single frame")
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise ImageError(f"{name}: animated image with {frames} frames; give a single frame")
     try:
         img.load()
     except (OSError, ValueError, SyntaxError) as exc:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 
-from . import decoder as _decoder
+from . import decoder as _decoder  # type: ignore[attr-defined]  # mypy cannot map package_dir
 from . import metadata as _metadata
 from ._backend import backend_version, get_interpreter_class
 from .errors import ModelFormatError
@@ -53,8 +54,8 @@ class Prediction:
 
     text: str
     confidence: float
-    char_confidences: Tuple[float, ...]
-    alternatives: Tuple[Tuple[str, float], ...]
+    char_confidences: tuple[float, ...]
+    alternatives: tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class _IOSpec:
     out_zero: int
 
 
-def _check_int(name: str, value: Optional[int], minimum: int) -> None:
+def _check_int(name: str, value: int | None, minimum: int) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                               or value < minimum):
         raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
@@ -104,10 +105,10 @@ class Recognizer:
         '3n7bx'
     """
 
-    def __init__(self, model: ModelSource = None, *, num_threads: Optional[int] = None,
-                 backend: Optional[str] = None, beam_width: Optional[int] = None,
-                 allowed: Optional[str] = None, min_length: Optional[int] = None,
-                 max_length: Optional[int] = None) -> None:
+    def __init__(self, model: ModelSource = None, *, num_threads: int | None = None,
+                 backend: str | None = None, beam_width: int | None = None,
+                 allowed: str | None = None, min_length: int | None = None,
+                 max_length: int | None = None) -> None:
         _check_int("num_threads", num_threads, 1)
         self._decode_defaults = self._decode_options(beam_width, allowed, min_length, max_length)
         if model is None:
@@ -155,8 +156,8 @@ class Recognizer:
             raise ModelFormatError(f"{name}: invalid captcha_edge metadata ({exc}); "
                                    "re-export it with `captcha-export`") from None
         self.charset: str = charset
-        self.recipe: Dict[str, Any] = recipe
-        self.input_size: Tuple[int, int] = (recipe["height"], recipe["width"])
+        self.recipe: dict[str, Any] = recipe
+        self.input_size: tuple[int, int] = (recipe["height"], recipe["width"])
 
     def _new_interpreter(self) -> Any:
         """Build and allocate one interpreter on the model's flatbuffer."""
@@ -199,17 +200,17 @@ class Recognizer:
         return _IOSpec(int(i["index"]), i["dtype"], float(i_scale), int(i_zero),
                        int(o["index"]), o["dtype"], float(o_scale), int(o_zero))
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """Describe the model: metadata, backend, tensors, op counts and sizes."""
         interp = self._interpreter()
-        ops: Dict[str, int] = {}
+        ops: dict[str, int] = {}
         try:
             for op in interp._get_ops_details():
                 ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
         except AttributeError:  # very old interpreters lack the op listing
             pass
 
-        def tensor(d: Dict[str, Any]) -> Dict[str, Any]:
+        def tensor(d: dict[str, Any]) -> dict[str, Any]:
             scale, zero = d["quantization"]
             return {"name": d["name"], "shape": [int(x) for x in d["shape"]],
                     "dtype": np.dtype(d["dtype"]).name,
@@ -249,14 +250,14 @@ class Recognizer:
         # invoke(): without this reset each image would start from the previous image's state.
         interp.reset_all_variables()
         interp.invoke()
-        out = interp.get_tensor(io.out_index)[0]
+        out: np.ndarray = interp.get_tensor(io.out_index)[0]
         if io.out_dtype == np.float32:
             return np.ascontiguousarray(out, dtype=np.float32)
         return (out.astype(np.float32) - np.float32(io.out_zero)) * np.float32(io.out_scale)
 
     @staticmethod
-    def _decode_options(beam_width: Optional[int], allowed: Optional[str],
-                        min_length: Optional[int], max_length: Optional[int]) -> Dict[str, Any]:
+    def _decode_options(beam_width: int | None, allowed: str | None,
+                        min_length: int | None, max_length: int | None) -> dict[str, Any]:
         _check_int("beam_width", beam_width, 1)
         _check_int("min_length", min_length, 0)
         _check_int("max_length", max_length, 0)
@@ -267,8 +268,8 @@ class Recognizer:
         return {"beam_width": beam_width, "allowed": allowed, "min_length": min_length,
                 "max_length": max_length}
 
-    def _options(self, beam_width: Optional[int], allowed: Optional[str],
-                 min_length: Optional[int], max_length: Optional[int]) -> Dict[str, Any]:
+    def _options(self, beam_width: int | None, allowed: str | None,
+                 min_length: int | None, max_length: int | None) -> dict[str, Any]:
         """Per-call decoding options over the instance defaults."""
         given = self._decode_options(beam_width, allowed, min_length, max_length)
         opts = {k: (v if v is not None else self._decode_defaults[k]) for k, v in given.items()}
@@ -279,12 +280,12 @@ class Recognizer:
                                  f"{''.join(unknown)!r}; the charset is {self.charset!r}")
         return opts
 
-    def check_options(self, *, beam_width: Optional[int] = None, allowed: Optional[str] = None,
-                      min_length: Optional[int] = None, max_length: Optional[int] = None) -> None:
+    def check_options(self, *, beam_width: int | None = None, allowed: str | None = None,
+                      min_length: int | None = None, max_length: int | None = None) -> None:
         """Raise ValueError now for decoding options that every call would reject."""
         self._options(beam_width, allowed, min_length, max_length)
 
-    def _beams(self, probs: np.ndarray, opts: Dict[str, Any], top_k: int) -> List[Any]:
+    def _beams(self, probs: np.ndarray, opts: dict[str, Any], top_k: int) -> list[Any]:
         """Run the decoder: greedy for one unconstrained answer, else the beam search."""
         constrained = any(opts[k] is not None for k in ("allowed", "min_length", "max_length"))
         width = opts["beam_width"]
@@ -293,7 +294,7 @@ class Recognizer:
         width = max(width, top_k)
         if width == 1 and not constrained:
             return [_decoder.greedy_search(probs, self.charset, blank=-1)]
-        prune: Optional[float] = _decoder.DEFAULT_PRUNE
+        prune: float | None = _decoder.DEFAULT_PRUNE
         if constrained:
             # int8 outputs round small probabilities to exactly 0, and pruning drops the rest,
             # so a constrained search could find no text at all; floor the zeros and search
@@ -304,9 +305,9 @@ class Recognizer:
             allowed=opts["allowed"], min_length=opts["min_length"] or 0,
             max_length=opts["max_length"], prune=prune))
 
-    def decode(self, probs: np.ndarray, *, beam_width: Optional[int] = None,
-               allowed: Optional[str] = None, min_length: Optional[int] = None,
-               max_length: Optional[int] = None) -> str:
+    def decode(self, probs: np.ndarray, *, beam_width: int | None = None,
+               allowed: str | None = None, min_length: int | None = None,
+               max_length: int | None = None) -> str:
         """(T, C) probabilities -> text, with the same options as :meth:`predict`."""
         opts = self._options(beam_width, allowed, min_length, max_length)
         if opts["beam_width"] in (None, 1) and all(
@@ -317,9 +318,9 @@ class Recognizer:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def predict(self, image: ImageSource, *, beam_width: Optional[int] = None,
-                allowed: Optional[str] = None, min_length: Optional[int] = None,
-                max_length: Optional[int] = None) -> str:
+    def predict(self, image: ImageSource, *, beam_width: int | None = None,
+                allowed: str | None = None, min_length: int | None = None,
+                max_length: int | None = None) -> str:
         """Read one captcha.
 
         Args:
@@ -339,9 +340,9 @@ class Recognizer:
         return self.decode(probs, beam_width=beam_width, allowed=allowed,
                            min_length=min_length, max_length=max_length)
 
-    def recognize(self, image: ImageSource, *, top_k: int = 1, beam_width: Optional[int] = None,
-                  allowed: Optional[str] = None, min_length: Optional[int] = None,
-                  max_length: Optional[int] = None) -> Prediction:
+    def recognize(self, image: ImageSource, *, top_k: int = 1, beam_width: int | None = None,
+                  allowed: str | None = None, min_length: int | None = None,
+                  max_length: int | None = None) -> Prediction:
         """Read one captcha and return text, confidences and the top-k alternatives.
 
         ``top_k > 1`` runs the beam search with width ``max(beam_width, top_k)``; the best beam
@@ -362,9 +363,9 @@ class Recognizer:
                           alternatives=tuple((str(b.text), float(b.confidence)) for b in beams))
 
     def predict_batch(self, images: Iterable[ImageSource], *, workers: int = 1,
-                      beam_width: Optional[int] = None, allowed: Optional[str] = None,
-                      min_length: Optional[int] = None,
-                      max_length: Optional[int] = None) -> List[str]:
+                      beam_width: int | None = None, allowed: str | None = None,
+                      min_length: int | None = None,
+                      max_length: int | None = None) -> list[str]:
         """Read many captchas, in order; ``workers`` threads each with its own interpreter.
 
         Raises the first :class:`ImageError` met (use :meth:`recognize` per image to collect

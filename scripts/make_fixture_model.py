@@ -27,7 +27,6 @@ def build(seed: int) -> tuple:
     import numpy as np
     import tensorflow as tf
     import tf_keras
-
     from captcha_edge.preprocess import make_recipe
     from captcha_edge.train.model import ModelConfig, build_inference_model
 
@@ -53,7 +52,6 @@ def train(cfg, recipe, data_dir: Path, epochs: int, seed: int):
     import numpy as np
     import tensorflow as tf
     import tf_keras
-
     from captcha_edge.preprocess import to_array
     from captcha_edge.train.model import build_inference_model
 
@@ -81,7 +79,6 @@ def train(cfg, recipe, data_dir: Path, epochs: int, seed: int):
 def convert(model, recipe, int8: bool, calib_dir: Path | None) -> bytes:
     import numpy as np
     import tensorflow as tf
-
     from captcha_edge.preprocess import to_array
 
     h, w = recipe["height"], recipe["width"]
@@ -113,7 +110,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--float32", action="store_true", help="also write tiny_float32.tflite")
     ap.add_argument("--epochs", type=int, default=60, help="training epochs (0: random weights)")
-    ap.add_argument("--calib", type=Path, default=ROOT.parent / "shared" / "data" / "captcha_images_v2")
+    ap.add_argument("--calib", type=Path,
+                    default=ROOT.parent / "shared" / "data" / "captcha_images_v2")
     args = ap.parse_args()
 
     from captcha_edge import __version__

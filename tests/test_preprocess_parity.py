@@ -1,4 +1,4 @@
-"""The runtime's preprocessing equals the training pipeline's on the shared images (<= 1 grey level).
+"""Runtime preprocessing equals the training pipeline's on the shared images (<= 1 grey level).
 
 Training loads images with ``captcha_edge.train.data.load_samples`` (numpy + Pillow, no
 TensorFlow); the runtime with ``Recognizer.preprocess``. Both should reach the same function;
@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from captcha_edge import Recognizer, metadata
 from captcha_edge.preprocess import make_recipe
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data" / "captcha_images_v2"

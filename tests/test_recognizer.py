@@ -1,4 +1,4 @@
-"""Recognizer on the tiny real int8/float32 fixture models (tests/data, scripts/make_fixture_model.py).
+"""Recognizer on the tiny real int8/float32 fixture models (scripts/make_fixture_model.py).
 
 Expected values are computed independently: straight from the TFLite interpreter with hand-written
 quantization and a hand-written best-path decode, never from the Recognizer itself.
@@ -8,14 +8,12 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from captcha_edge import ImageError, ModelFormatError, Prediction, Recognizer, metadata
 from captcha_edge.preprocess import to_array
+from PIL import Image
 
 DATA = Path(__file__).resolve().parent / "data"
 INT8 = DATA / "tiny_int8.tflite"
@@ -25,7 +23,7 @@ BAD = DATA / "images" / "bad"
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "captcha_images_v2"
 
 
-def shared_images(n: int) -> List[Path]:
+def shared_images(n: int) -> list[Path]:
     if not SHARED.is_dir():
         pytest.skip(f"shared captcha images not found at {SHARED}")
     return sorted(SHARED.glob("*.png"))[:n]
@@ -121,7 +119,7 @@ def test_every_input_type_gives_the_same_array(rec: Recognizer) -> None:
     data = path.read_bytes()
     pil = Image.open(path)
     expected = rec.preprocess(path)
-    sources: Dict[str, object] = {
+    sources: dict[str, object] = {
         "str": str(path), "bytes": data, "bytearray": bytearray(data),
         "file": io.BytesIO(data), "pil": pil, "array_rgba": np.asarray(pil),
     }
@@ -227,7 +225,7 @@ def test_shared_recognizer_is_thread_safe() -> None:
     r = Recognizer(INT8)
     imgs = shared_images(16) + sorted(GOOD.iterdir())
     expected = {str(p): r.infer(r.preprocess(p)) for p in imgs}
-    failures: List[str] = []
+    failures: list[str] = []
     interpreters = set()
     lock = threading.Lock()
     barrier = threading.Barrier(8)

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import captcha_edge
+import pytest
 from captcha_edge import _backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +16,8 @@ IMG = ROOT / "tests" / "data" / "images" / "good" / "2b4cd.png"
 
 
 def run_py(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True,
                           env={**os.environ, **env}, timeout=120)
 
 
