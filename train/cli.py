@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resample", default="bilinear",
                    choices=("nearest", "bilinear", "bicubic", "lanczos", "box"))
     g.add_argument("--size", choices=sorted(SIZES), default="base", help="model width preset")
+    g.add_argument("--filters", metavar="A,B,C", help="override the preset's conv filters")
+    g.add_argument("--dense", type=int, default=0, help="override the preset's dense units")
+    g.add_argument("--rnn", type=int, default=0, help="override the preset's LSTM units")
+    g.add_argument("--time-pool", type=int, choices=(4, 8), default=4,
+                   help="frames = width / this (default 4; 8 is faster, for short labels)")
     g = p.add_argument_group("training")
     g.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
     g.add_argument("--epochs", type=int, default=40,
@@ -134,11 +139,18 @@ def prepare(a: argparse.Namespace) -> Any:
     from .fit import Prepared
 
     try:
+        filters = tuple(int(f) for f in a.filters.split(",")) if a.filters else ()
+    except ValueError:
+        raise D.TrainDataError(f"--filters must be three ints like 16,32,48; got {a.filters!r}") \
+            from None
+    arch = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
+            "time_pool": a.time_pool}
+    try:
         recipe = make_recipe(height=a.height, width=a.width, resize=a.resize,
                              resample=a.resample)
-        cfg_probe = ModelConfig(num_classes=2, height=a.height, width=a.width, size=a.size)
+        cfg_probe = ModelConfig(num_classes=2, height=a.height, width=a.width, **arch)
     except ValueError as exc:
-        raise D.TrainDataError(f"--height/--width: {exc}") from None
+        raise D.TrainDataError(f"model options (--height/--width/--filters/...): {exc}") from None
     lengths = D.parse_length_range(a.synthetic_length)
     charset = D.check_charset(a.charset) if a.charset is not None else None
 
@@ -178,7 +190,7 @@ def prepare(a: argparse.Namespace) -> Any:
     index = {s.name: i for i, s in enumerate(samples)}
     tr_idx = [index[s.name] for s in train_s]
     va_idx = [index[s.name] for s in val_s]
-    cfg = ModelConfig(num_classes=len(charset) + 1, height=a.height, width=a.width, size=a.size)
+    cfg = ModelConfig(num_classes=len(charset) + 1, height=a.height, width=a.width, **arch)
 
     summary = {
         "sources": ([str(a.data_dir)] if a.data_dir else []) + ([str(a.labels)] if a.labels else [])

@@ -35,6 +35,7 @@ class ModelConfig:
     filters: Tuple[int, ...] = field(default=())
     dense: int = 0
     rnn: int = 0
+    time_pool: int = 4  # width / time_pool frames; 4 or 8 (8 also pools width in block 3)
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -48,14 +49,24 @@ class ModelConfig:
             object.__setattr__(self, "dense", int(preset["dense"]))
         if not self.rnn:
             object.__setattr__(self, "rnn", int(preset["rnn"]))
-        if self.width % 4 or self.width < 16 or self.height < 16:
-            raise ValueError(f"input must be at least 16x16 with width % 4 == 0; "
+        if self.time_pool not in (4, 8):
+            raise ValueError(f"time_pool must be 4 or 8; got {self.time_pool}")
+        if len(self.filters) != 3 or min(self.filters) < 1 or self.dense < 1 or self.rnn < 1:
+            raise ValueError(f"filters must be 3 positive ints and dense/rnn >= 1; got "
+                             f"filters={self.filters}, dense={self.dense}, rnn={self.rnn}")
+        if self.width % self.time_pool or self.width < 16 or self.height < 16:
+            raise ValueError(f"input must be at least 16x16 with width % {self.time_pool} == 0; "
                              f"got {self.width}x{self.height}")
 
     @property
     def time_steps(self) -> int:
-        """Frames the model emits per image (width / 4)."""
-        return self.width // 4
+        """Frames the model emits per image (width / time_pool)."""
+        return self.width // self.time_pool
+
+    @property
+    def pools(self) -> Tuple[Tuple[int, int], ...]:
+        """(height, width) pooling of the three conv blocks."""
+        return ((2, 2), (2, 2), (2, 2) if self.time_pool == 8 else (2, 1))
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -77,16 +88,15 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
     L = keras.layers
     image = keras.Input(shape=(cfg.height, cfg.width, 1), batch_size=batch_size, name="image")
     x = L.Rescaling(1.0 / 255.0, name="scale")(image)
-    # Pool height and width by 2 in the first two blocks, only height in the third: the width
-    # (time) keeps W/4 frames, enough for CTC on captcha-length labels.
-    pools = [(2, 2), (2, 2), (2, 1)]
-    for i, (f, pool) in enumerate(zip(cfg.filters, pools), start=1):
+    # Pool height and width by 2 in the first two blocks, only height in the third (time_pool 4):
+    # the width (time) keeps W/4 frames, enough for CTC on captcha-length labels.
+    for i, (f, pool) in enumerate(zip(cfg.filters, cfg.pools), start=1):
         x = L.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                      name=f"conv{i}")(x)
         x = L.BatchNormalization(name=f"bn{i}")(x)
         x = L.ReLU(name=f"relu{i}")(x)
         x = L.MaxPooling2D(pool, name=f"pool{i}")(x)
-    h, w, c = cfg.height // 2 // 2 // 2, cfg.width // 4, cfg.filters[-1]
+    h, w, c = cfg.height // 2 // 2 // 2, cfg.time_steps, cfg.filters[-1]
     # Transpose so that the time dimension corresponds to the image width.
     x = L.Permute((2, 1, 3), name="to_time")(x)
     x = L.Reshape((w, h * c), name="frames")(x)
