@@ -113,12 +113,15 @@ def _expand(paths: Sequence[str]) -> list[tuple[str, Any]]:
         elif os.path.isdir(p):
             files = sorted(f for f in Path(p).iterdir()
                            if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-            out.extend((str(f), f) for f in files) if files else \
-                out.append((p, f"{p}: folder has no image files ({', '.join(sorted(IMAGE_EXTS))})"))
+            if not files:
+                exts = ", ".join(sorted(IMAGE_EXTS))
+                out.append((p, f"{p}: folder has no image files ({exts})"))
+            out.extend((str(f), f) for f in files)
         elif not os.path.lexists(p) and glob.has_magic(p):
             files = sorted(Path(f) for f in glob.glob(p, recursive=True) if os.path.isfile(f))
-            out.extend((str(f), f) for f in files) if files else \
+            if not files:
                 out.append((p, f"{p}: no files match this pattern"))
+            out.extend((str(f), f) for f in files)
         else:
             out.append((p, Path(p)))
     return out

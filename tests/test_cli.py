@@ -314,3 +314,12 @@ def test_console_script_installed() -> None:
         pytest.skip("captcha-edge console script not installed in this environment")
     res = subprocess.run([exe, "--version"], check=False, capture_output=True, timeout=60)
     assert res.returncode == 0 and res.stdout.decode().startswith("captcha-edge ")
+
+
+def test_empty_folder_is_one_failed_input(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    res = cli("predict", "-m", str(INT8), str(tmp_path), str(GOOD / "2b4cd.png"))
+    assert res.returncode == 1
+    assert len(out_lines(res)) == 1 and out_lines(res)[0].startswith(str(GOOD / "2b4cd.png"))
+    (line,) = err_lines(res)
+    assert line.startswith(f"captcha-edge: {tmp_path}: folder has no image files")
