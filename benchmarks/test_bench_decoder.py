@@ -11,12 +11,11 @@ samples per call).
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any, Callable
 
 import numpy as np
 import pytest
-from conftest import BATCH, CASES, Case
-
 from captcha_edge.decoder import (
     DEFAULT_PRUNE,
     ENGINES,
@@ -26,6 +25,7 @@ from captcha_edge.decoder import (
     decode_greedy,
     decode_greedy_batch,
 )
+from conftest import BATCH, CASES, Case
 
 IMPLS = list(ENGINES)  # "python", and "cython" when built
 WIDTHS = (1, 5, 10, 25)
@@ -49,7 +49,7 @@ def _run(benchmark: Any, fn: Callable[[], Any], impl: str, rounds: int | None = 
 def _info(benchmark: Any, impl: str, op: str, case: str, width: int = 0, mode: str = "",
           per_call: int = 1) -> None:
     benchmark.extra_info.update(impl=impl, op=op, case=case, width=width, mode=mode,
-                                per_call=per_call)
+                                per_call=per_call, load1=os.getloadavg()[0])
 
 
 def numpy_greedy(probs: np.ndarray, alphabet: str, blank: int) -> str:
@@ -183,8 +183,8 @@ def test_batch_vs_per_sample(benchmark: Any, op: str, how: str) -> None:
         batched: Callable[[int], list[str]] = lambda k: decode_greedy_batch(
             c.batch, c.alphabet, num_threads=k)
     else:
-        single = lambda x: decode_beam(x, c.alphabet, beam_width=10, prune=prune)  # noqa: E731
-        batched = lambda k: decode_beam_batch(c.batch, c.alphabet, beam_width=10,  # noqa: E731
+        single = lambda x: decode_beam(x, c.alphabet, beam_width=10, prune=prune)
+        batched = lambda k: decode_beam_batch(c.batch, c.alphabet, beam_width=10,
                                               prune=prune, num_threads=k)
     if how == "loop":
         got = _run(benchmark, lambda: [single(x) for x in c.batch], impl)

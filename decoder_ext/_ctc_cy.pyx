@@ -13,10 +13,13 @@ library's, which CPython's ``math`` module calls too). Conventions:
 * The searches run in ``nogil`` C functions on raw pointers, so the ``*_batch`` entry points
   release the GIL for the whole batch and the caller can split a batch over threads.
 """
+cimport numpy as cnp
 from libc.math cimport INFINITY, exp, log, log1p
 from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+
+cnp.import_array()
 
 cdef double NEG_INF = -INFINITY
 
@@ -37,27 +40,28 @@ cdef inline double _lg(double x) noexcept nogil:
     return log(x) if x > 0.0 else NEG_INF
 
 
-def scan(const float[:, ::1] p):
+def scan(cnp.ndarray p):
     """Return the NAN(1) / POS_INF(2) / NEG_INF(4) / NEGATIVE(8) bits present in ``p``.
 
-    A helper for ``_validate.check_probs`` (which decides and words the errors).
+    A helper for ``_validate.check_probs`` (which decides and words the errors). ``p`` is a
+    C-contiguous float32 array; like :func:`greedy` it is read through its data pointer.
     """
-    cdef Py_ssize_t i, n = p.shape[0] * p.shape[1]
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(p)
     cdef int flags = 0
     cdef float v
     cdef uint32_t top = 0
-    cdef const float* x
+    cdef const float* x = <const float*>cnp.PyArray_DATA(p)
     cdef const uint32_t* bits
     if n == 0:
         return 0
-    x = &p[0, 0]
-    # Fast path: as unsigned ints, exactly the floats in [+0, +inf) lie below 0x7f800000
-    # (negatives have the sign bit set, inf/NaN an all-ones exponent); an integer max
-    # reduction vectorises, a float one does not without -ffast-math.
+    # Fast path on the bit patterns: a float in [+0, +inf) has the sign bit clear and an
+    # exponent below all-ones, so neither ``b`` nor ``b + 2**23`` (which carries an all-ones
+    # exponent into the sign bit) has the sign bit set. An integer OR-reduction vectorises; a
+    # float min/max one does not without -ffast-math.
     bits = <const uint32_t*>x
     for i in range(n):
-        top = bits[i] if bits[i] > top else top
-    if top < 0x7f800000u:
+        top |= bits[i] | (bits[i] + 0x00800000u)
+    if not (top & 0x80000000u):
         return 0
     for i in range(n):
         v = x[i]
@@ -79,15 +83,16 @@ cdef Py_ssize_t _greedy_c(const float* x, Py_ssize_t T, Py_ssize_t C, int blank,
     """Best path into ``out``; returns the number of labels. Lowest index wins ties."""
     cdef Py_ssize_t t, c, n = 0
     cdef int best, prev = -1
-    cdef float m
+    cdef float m, v
     cdef const float* row
     for t in range(T):
         row = x + t * C
         m = row[0]
         best = 0
         for c in range(1, C):
-            if row[c] > m:
-                m = row[c]
+            v = row[c]
+            if v > m:
+                m = v
                 best = <int>c
         if best != prev and best != blank:
             out[n] = best
@@ -96,16 +101,21 @@ cdef Py_ssize_t _greedy_c(const float* x, Py_ssize_t T, Py_ssize_t C, int blank,
     return n
 
 
-def greedy(const float[:, ::1] p, int blank, bint is_log):
-    """Best path: argmax per frame (lowest index wins ties), merge repeats, drop blanks."""
-    cdef Py_ssize_t T = p.shape[0], C = p.shape[1], n, i
+def greedy(cnp.ndarray p, int blank, bint is_log):
+    """Best path: argmax per frame (lowest index wins ties), merge repeats, drop blanks.
+
+    Unlike the other kernels this one takes the (validated, C-contiguous float32) ndarray and
+    reads its data pointer: acquiring a typed memoryview costs ~0.25 µs, a sixth of the whole
+    1.5 µs budget for a T=50 C=20 greedy decode.
+    """
+    cdef Py_ssize_t T = cnp.PyArray_DIM(p, 0), C = cnp.PyArray_DIM(p, 1), n, i
     cdef int stackbuf[256]
     cdef int* buf = stackbuf
     if T > 256:
         buf = <int*>malloc(T * sizeof(int))
         if buf == NULL:
             raise MemoryError()
-    n = _greedy_c(&p[0, 0], T, C, blank, buf)
+    n = _greedy_c(<const float*>cnp.PyArray_DATA(p), T, C, blank, buf)
     out = [buf[i] for i in range(n)]
     if buf != stackbuf:
         free(buf)

@@ -55,7 +55,7 @@ def check_probs(
         # Fast path for what a model emits; same checks as below, fewer attribute lookups.
         if scan(probs):
             return check_probs(probs.astype(np.float64), ndim, log_input, scan)
-        return probs  # type: ignore[no-any-return]
+        return probs
     if not isinstance(probs, np.ndarray):
         if isinstance(probs, (str, bytes)) or not hasattr(probs, "__len__"):
             raise TypeError(
