@@ -45,7 +45,8 @@ def run(job: Dict[str, Any]) -> int:
         from . import convert
         src = convert.load_keras(Path(job["model"]), job.get("keras", "keras3"))
     except ImportError as exc:
-        _emit(progress, event="fatal", message=f"{exc}")
+        _emit(progress, event="fatal", message=f"captcha-export needs TensorFlow and tf-keras "
+                                               f'({exc}): pip install "captcha-edge[train]"')
         return 3
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -180,12 +181,67 @@ def _package_version() -> str:
         return "unknown"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGKILL when the CLI process dies."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def _keep(log: Path, dest: Path) -> None:
     """Copy the worker's log out of the temporary folder so that error messages can point at it."""
     try:
         shutil.copyfile(log, dest)
     except OSError:
         pass
+
+
+def _follow(a: argparse.Namespace, proc: "subprocess.Popen[bytes]", progress: Path,
+            results: Dict[str, Any], log: Path, keep_log: Path,
+            deadline: float) -> Tuple[int, List[Dict[str, Any]]]:
+    """Wait for the worker, echoing its progress events; return (exit code, all events)."""
+    seen = 0
+    events: List[Dict[str, Any]] = []
+    while True:
+        try:
+            rc = proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            rc = None
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                _keep(log, keep_log)
+                raise ExportError(f"conversion took longer than --timeout {a.timeout:g}s;"
+                                  f" stopped (log: {keep_log})")
+        # Only complete lines: the worker may be half-way through writing the last one.
+        events = [json.loads(ln) for ln in
+                  progress.read_text(encoding="utf-8").split("\n")[:-1] if ln.strip()]
+        for ev in events[seen:]:
+            step = ev.get("step")
+            if ev["event"] == "start":
+                what = ("running the Keras model on the validation images"
+                        if step == "reference" else "converting")
+                _say(a, f"[{step}] {what} ...")
+            elif ev["event"] == "done":
+                results[step] = ev
+                _say(a, f"[{step}] done in {ev['seconds']:.1f}s")
+            elif ev["event"] == "error":
+                results[step] = f"conversion failed: {ev['message']}"
+                _warn(f"{step}: {results[step]}")
+                with log.open("a", encoding="utf-8") as lf2:
+                    lf2.write(ev.get("trace", ""))
+            elif ev["event"] == "fatal":
+                proc.wait()
+                _keep(log, keep_log)
+                raise ExportError(ev["message"])
+        seen = len(events)
+        if rc is not None:
+            break
+    return rc, events
 
 
 def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
@@ -213,44 +269,16 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
         progress.write_text("", encoding="utf-8")
         with log.open("ab") as lf:
             proc = subprocess.Popen([sys.executable, "-m", "captcha_edge.export._worker",
-                                     str(job_file)], stdout=lf, stderr=subprocess.STDOUT)
-            seen = 0
-            started: Dict[str, float] = {}
-            while True:
-                try:
-                    rc = proc.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    rc = None
-                    if time.monotonic() > deadline:
-                        proc.kill()
-                        proc.wait()
-                        _keep(log, keep_log)
-                        raise ExportError(f"conversion took longer than --timeout {a.timeout:g}s;"
-                                          f" stopped (log: {keep_log})")
-                events = [json.loads(ln) for ln in
-                          progress.read_text(encoding="utf-8").splitlines() if ln.strip()]
-                for ev in events[seen:]:
-                    step = ev.get("step")
-                    if ev["event"] == "start":
-                        started[step] = time.monotonic()
-                        what = ("running the Keras model on the validation images"
-                                if step == "reference" else "converting")
-                        _say(a, f"[{step}] {what} ...")
-                    elif ev["event"] == "done":
-                        results[step] = ev
-                        _say(a, f"[{step}] done in {ev['seconds']:.1f}s")
-                    elif ev["event"] == "error":
-                        results[step] = f"conversion failed: {ev['message']}"
-                        _warn(f"{step}: {results[step]}")
-                        with log.open("a", encoding="utf-8") as lf2:
-                            lf2.write(ev.get("trace", ""))
-                    elif ev["event"] == "fatal":
-                        proc.wait()
-                        _keep(log, keep_log)
-                        raise ExportError(ev["message"])
-                seen = len(events)
-                if rc is not None:
-                    break
+                                     str(job_file)], stdout=lf, stderr=subprocess.STDOUT,
+                                    preexec_fn=_die_with_parent)
+            try:
+                rc, events = _follow(a, proc, progress, results, log, keep_log, deadline)
+            except BaseException:
+                # Ctrl-C, a timeout or a fatal event: never leave the child running.
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                raise
         finished = set(results)
         if rc != 0:
             in_flight = [ev["step"] for ev in events if ev["event"] == "start"
@@ -324,9 +352,13 @@ def format_table(rows: List[Dict[str, Any]], keras_acc: Optional[float]) -> str:
 
 def export(a: argparse.Namespace, formats: List[str]) -> int:
     """Do the export described by the parsed arguments; return the exit code."""
+    import importlib.util
+
     from . import verify
 
     t_start = time.monotonic()
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ExportError('captcha-export needs TensorFlow: pip install "captcha-edge[train]"')
     run = open_run(a.run)
     out = a.out if a.out is not None else a.run
     targets = {f: output_path(out, f, a.batch) for f in formats}
@@ -379,12 +411,17 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
             io = verify.io_details(flat)
             row: Dict[str, Any] = {"format": fmt, "path": str(targets[fmt]),
                                    "convert_seconds": res["seconds"], **io}
+            ops = verify.op_report(flat)
+            row["ops"] = len(ops)
+            row["op_counts"] = dict(sorted(Counter(o["op"] for o in ops).items()))
             if fmt == "int8":
                 bad = verify.float_compute_ops(flat)
                 row["float_compute_ops"] = bad
                 if bad:
                     _warn(f"int8: float ops left in the model: {', '.join(sorted(set(bad)))}")
             accuracy = None
+            stateful = verify.is_stateful(flat)
+            row["stateful"] = stateful
             if val is not None:
                 _say(a, f"[{fmt}] verifying on {len(val.names)} validation images ...")
                 v = verify.evaluate(fmt, flat, len(flat), val.images,
@@ -400,6 +437,9 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
                 "time_steps": int(run.meta["time_steps"]), "format": fmt,
                 "input_dtype": io["input_dtype"], "output_dtype": io["output_dtype"],
                 "output_quant": io["output_quant"], "input_quant": io["input_quant"],
+                # True: the fused LSTM keeps its state in variable tensors, so a caller must run
+                # interpreter.reset_all_variables() before every invoke (docs/export.md).
+                "stateful": stateful,
                 "batch": a.batch, "source_run": str(run.path.resolve()),
                 "package_version": _package_version(), "accuracy": accuracy,
                 "calibration": ({"source": cal.origin, "images": len(cal.names)}

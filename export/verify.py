@@ -87,11 +87,13 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def run_model(flatbuffer: bytes, images: np.ndarray, *, num_threads: int = 1,
-              timed: int = 0) -> Tuple[np.ndarray, List[float]]:
+              timed: int = 0, reset: bool = True) -> Tuple[np.ndarray, List[float]]:
     """(N, T, C) float32 outputs (dequantized) for uint8 (N, H, W) images, and per-invoke seconds.
 
     The input is fed in the model's own dtype: raw pixels as uint8 for int8 models, as float32
-    otherwise. The first ``timed`` invokes (after two warm-up ones) are timed.
+    otherwise. ``reset`` clears the variable tensors (the fused LSTM's state) before each invoke,
+    as a caller of a ``stateful`` model must; it is included in the timing. The first ``timed``
+    invokes (after two warm-up ones) are timed.
     """
     it = interpreter(flatbuffer, num_threads=num_threads)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
@@ -109,6 +111,8 @@ def run_model(flatbuffer: bytes, images: np.ndarray, *, num_threads: int = 1,
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
         it.set_tensor(i["index"], chunk[..., None].astype(i["dtype"]))
         t0 = time.perf_counter()
+        if reset:
+            it.reset_all_variables()
         it.invoke()
         if len(times) < timed:
             times.append(time.perf_counter() - t0)
@@ -131,6 +135,8 @@ class Verification:
     latency_ms: float  # median single-thread invoke, one batch
     size_bytes: int
     images: int
+    stateful: bool  # the caller must reset_all_variables() before each invoke
+    agreement_without_reset: Optional[float]  # what a caller that forgets the reset gets
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -150,14 +156,19 @@ def evaluate(fmt: str, flatbuffer: bytes, size: int, images: np.ndarray, labels:
              charset: str, blank: int, reference: Optional[np.ndarray] = None, *,
              timed: int = 100) -> Verification:
     """Run ``flatbuffer`` over ``images`` single-threaded and score it against ``labels``."""
-    probs, times = run_model(flatbuffer, images, num_threads=1, timed=timed)
+    stateful = is_stateful(flatbuffer)
+    probs, times = run_model(flatbuffer, images, num_threads=1, timed=timed, reset=stateful)
     acc, cer = scores(probs, labels, charset, blank)
-    agree = diff = None
+    agree = diff = no_reset = None
     if reference is not None:
         agree = float(np.mean(probs.argmax(-1) == reference.argmax(-1)))
         diff = float(np.max(np.abs(probs - reference)))
-    return Verification(fmt, acc, cer, agree, diff, float(np.median(times) * 1e3) if times else
-                        float("nan"), size, len(images))
+        if stateful:
+            stale, _ = run_model(flatbuffer, images, num_threads=1, reset=False)
+            no_reset = float(np.mean(stale.argmax(-1) == reference.argmax(-1)))
+    latency = float(np.median(times) * 1e3) if times else float("nan")
+    return Verification(fmt, acc, cer, agree, diff, latency, size, len(images), stateful,
+                        no_reset)
 
 
 def is_stateful(flatbuffer: bytes) -> bool:

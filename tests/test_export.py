@@ -100,7 +100,28 @@ def test_each_format_runs_under_ai_edge_litert(exported, val_and_keras, fmt):
     probs = _run_tflite(path, val.images)
     assert probs.shape == keras_probs.shape
     agreement = np.mean(probs.argmax(-1) == keras_probs.argmax(-1))
-    assert agreement >= 0.98, f"{fmt}: frame-argmax agreement {agreement:.4f}"
+    floor = {"float32": 0.995, "float16": 0.99, "dynamic": 0.95, "int8": 0.98}[fmt]
+    assert agreement >= floor, f"{fmt}: frame-argmax agreement {agreement:.4f}"
+
+
+def test_stateful_flag_tells_the_truth(exported):
+    """metadata 'stateful' <=> feeding A, B, A without a reset changes A's output."""
+    out, _, _ = exported
+    rng = np.random.default_rng(1)
+    for fmt in FORMATS:
+        it, meta = _interpreter(out / f"model_{fmt}.tflite")
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        a, b = (rng.integers(0, 256, i["shape"]).astype(i["dtype"]) for _ in range(2))
+        outs = []
+        for x in (a, b, a):
+            it.set_tensor(i["index"], x)
+            it.invoke()
+            outs.append(it.get_tensor(o["index"]).copy())
+        assert meta["stateful"] == (not np.array_equal(outs[0], outs[2])), fmt
+        it.reset_all_variables()
+        it.set_tensor(i["index"], a)
+        it.invoke()
+        np.testing.assert_array_equal(it.get_tensor(o["index"]), outs[0])
 
 
 def test_float32_matches_keras_closely(exported, val_and_keras):
