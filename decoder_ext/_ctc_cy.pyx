@@ -620,7 +620,7 @@ cdef list _beam_run(const float* x, int N, int T, int C, int blank, bint is_log,
                     int beam_width, int top_k, classes, int min_length, int max_length,
                     double threshold, bint want_conf):
     """Run :func:`_beam_c` on N consecutive (T, C) matrices without the GIL."""
-    cdef int K, i
+    cdef int K = 0, i
     cdef Py_ssize_t per = <Py_ssize_t>top_k * T
     cdef Work work
     cdef int* cls = _classes(classes, C, blank, &K)
