@@ -1,12 +1,12 @@
 """Build tests/data/export_run/, the tiny trained run folder the captcha-export tests convert.
 
 A real captcha-train-style run folder (model.keras + model.json per CONTRACTS.md), small enough to
-commit (< 200 KB): train/model.py's graph shrunk to ~20 k weights, 32x96 input, digits only,
+commit (~170 KB): train/model.py's graph shrunk to ~20 k weights, 32x96 input, digits only,
 trained with CTC for a few minutes on synthetic captchas. Its model.json names its images as
 ``synthetic/<seed>/<index>`` with the source ``synthetic:N:seed=S:length=4-4``, so export redraws
 the very same training (calibration) and validation images with no data set on disk.
 
-    python scripts/make_export_fixture.py               # ~3-5 min on 2 CPU cores
+    python scripts/make_export_fixture.py               # ~10 min on 2 busy CPU cores
     python scripts/make_export_fixture.py --epochs 30 --count 4000   # a stronger one
 """
 from __future__ import annotations
@@ -79,8 +79,11 @@ def main() -> int:
     print(f"val sequence accuracy {acc:.3f} ({len(yv)} images)", flush=True)
 
     a.out.mkdir(parents=True, exist_ok=True)
+    # Save an uncompiled twin: a compiled model would drag its Adam state (2x the weights) along.
+    plain = build_inference_model(cfg)
+    plain.set_weights(model.get_weights())
     with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model.keras")
+        plain.save(Path(tmp) / "model.keras")
         os.replace(Path(tmp) / "model.keras", a.out / "model.keras")
     meta = {
         "charset": CHARSET, "blank": blank, "preprocess": recipe,
