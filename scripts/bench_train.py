@@ -72,6 +72,9 @@ def main(argv: Any = None) -> int:
     rows = list(csv.DictReader((run / "history.csv").open()))
     hit = next((r for r in rows if float(r["val_seq_acc"]) >= TARGET_ACC), None)
     within = [r for r in rows if float(r["train_seconds"]) <= TARGET_SECONDS]
+    # 10 minutes of this 2-core CPU to ourselves = 1200 CPU-seconds: the load-independent budget.
+    cpu_budget = TARGET_SECONDS * (os.cpu_count() or 2)
+    within_cpu = [r for r in rows if float(r.get("train_cpu_seconds", "inf")) <= cpu_budget]
     model = json.loads((run / "model.json").read_text())
     entry: Dict[str, Any] = {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -94,7 +97,13 @@ def main(argv: Any = None) -> int:
         "val_seq_acc": metrics["val_seq_acc"],
         "val_cer": metrics["val_cer"],
         "first_epoch_at_99": ({"epoch": int(hit["epoch"]),
-                               "train_seconds": float(hit["train_seconds"])} if hit else None),
+                               "train_seconds": float(hit["train_seconds"]),
+                               "train_cpu_seconds": float(hit.get("train_cpu_seconds", "nan"))}
+                              if hit else None),
+        "train_cpu_seconds": metrics.get("train_cpu_seconds"),
+        "best_val_seq_acc_within_cpu_budget": (max(float(r["val_seq_acc"]) for r in within_cpu)
+                                               if within_cpu else None),
+        "cpu_budget_seconds": cpu_budget,
         "best_val_seq_acc_within_600s": (max(float(r["val_seq_acc"]) for r in within)
                                          if within else None),
         "confusions": metrics["confusions"][:5],
@@ -107,18 +116,21 @@ def main(argv: Any = None) -> int:
     tmp_out.write_text(json.dumps(history, indent=1) + "\n")
     os.replace(tmp_out, out)
     lines = ["# captcha-train CPU benchmark (scripts/bench_train.py)", "",
-             ("| date (UTC) | options | load avg (mean/max) | train s | CPU s | epochs | "
-              "val seq acc | val CER | 99% reached at | best acc <= 600 s |"),
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             ("| date (UTC) | options | load avg (mean/max) | train s (wall) | train CPU s | "
+              "epochs | val seq acc | val CER | 99% reached at | best acc <= 600 s wall | "
+              "best acc <= 1200 CPU s |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in history:
         h = e["first_epoch_at_99"]
-        reached = f"epoch {h['epoch']} ({h['train_seconds']:.0f} s)" if h else "no"
+        reached = (f"epoch {h['epoch']} ({h['train_seconds']:.0f} s wall, "
+                   f"{h.get('train_cpu_seconds', float('nan')):.0f} CPU s)" if h else "no")
         lines.append(
             f"| {e['date_utc']} | {' '.join(e['command'].split()[5:]) or 'defaults'} "
             f"| {e['load_avg_1min']['mean']}/{e['load_avg_1min']['max']} | {e['train_seconds']} "
-            f"| {e['process_cpu_seconds']} | {e['epochs_run']} | {e['val_seq_acc']:.4f} "
+            f"| {e.get('train_cpu_seconds')} | {e['epochs_run']} | {e['val_seq_acc']:.4f} "
             f"| {e['val_cer']:.4f} | {reached} "
-            f"| {e['best_val_seq_acc_within_600s']} |")
+            f"| {e['best_val_seq_acc_within_600s']} "
+            f"| {e.get('best_val_seq_acc_within_cpu_budget')} |")
     md = RESULTS / "train_cpu.md"
     md.with_suffix(".md.tmp").write_text("\n".join(lines) + "\n")
     os.replace(md.with_suffix(".md.tmp"), md)

@@ -70,9 +70,11 @@ def test_smoke_train_interrupt_resume(tmp_path: Path, monkeypatch, capsys) -> No
     meta = json.loads((run / "model.json").read_text())
     assert CONTRACT_KEYS <= set(meta)
     assert meta["blank"] == len(meta["charset"])
-    assert meta["input_shape"] == [50, 200, 1] and meta["time_steps"] == 50
+    cfg = ModelConfig.from_dict(meta["model_config"])
+    assert meta["input_shape"] == [50, 200, 1]
+    assert meta["time_steps"] == cfg.time_steps == 200 // cfg.time_pool
     assert meta["keras"] == "keras3"
-    assert ModelConfig.from_dict(meta["model_config"]).num_classes == len(meta["charset"]) + 1
+    assert cfg.num_classes == len(meta["charset"]) + 1
     train, val = set(meta["train_files"]), set(meta["val_files"])
     assert train and val and not train & val and len(train | val) == 64
     expect_val = {s.name for s in D.split_samples([D.Sample(n, "x") for n in train | val],
@@ -89,7 +91,7 @@ def test_smoke_train_interrupt_resume(tmp_path: Path, monkeypatch, capsys) -> No
     assert model.layers[-1].name == "probs"
     x = np.full((1, 50, 200, 1), 255.0, np.float32)
     probs = np.asarray(model(x))
-    assert probs.shape == (1, 50, len(meta["charset"]) + 1)
+    assert probs.shape == (1, meta["time_steps"], len(meta["charset"]) + 1)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
 
 
@@ -135,3 +137,31 @@ def test_inference_and_train_models_share_weights() -> None:
     x = np.random.default_rng(2).uniform(0, 255, (2, 50, 200, 1)).astype(np.float32)
     logits = np.asarray(train(x))
     np.testing.assert_allclose(np.asarray(inference(x)), fit.softmax(logits), atol=1e-5)
+
+
+@pytest.mark.parametrize("time_pool,frames", [(4, 50), (8, 25)])
+def test_keras3_and_tf_keras_build_the_same_layers(time_pool: int, frames: int) -> None:
+    tf_keras = pytest.importorskip("tf_keras")
+    import keras
+
+    from captcha_edge.train.model import build_inference_model
+
+    cfg = ModelConfig(num_classes=20, time_pool=time_pool)
+    k3 = build_inference_model(cfg, keras)
+    k2 = build_inference_model(cfg, tf_keras)
+    assert [layer.name for layer in k3.layers] == [layer.name for layer in k2.layers]
+    assert [tuple(w.shape) for w in k3.get_weights()] == [tuple(w.shape) for w in k2.get_weights()]
+    k2.set_weights(k3.get_weights())
+    x = np.random.default_rng(3).uniform(0, 255, (1, 50, 200, 1)).astype(np.float32)
+    a, b = np.asarray(k3(x)), np.asarray(k2(x))
+    assert a.shape == (1, frames, 20)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_model_config_round_trip_and_old_dicts() -> None:
+    cfg = ModelConfig(num_classes=7, size="large", time_pool=8)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "time_pool"}  # written before time_pool
+    assert ModelConfig.from_dict(old).time_steps == 50
+    with pytest.raises(ValueError, match="time_pool must be 4 or 8"):
+        ModelConfig(num_classes=7, time_pool=2)

@@ -70,15 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--filters", metavar="A,B,C", help="override the preset's conv filters")
     g.add_argument("--dense", type=int, default=0, help="override the preset's dense units")
     g.add_argument("--rnn", type=int, default=0, help="override the preset's LSTM units")
-    g.add_argument("--time-pool", type=int, choices=(4, 8), default=4,
-                   help="frames = width / this (default 4; 8 is faster, for short labels)")
+    g.add_argument("--time-pool", type=int, choices=(4, 8), default=8,
+                   help="frames = width / this (default 8: 25 frames at width 200, labels up to "
+                        "12 characters; 4 doubles the frames for longer labels)")
     g = p.add_argument_group("training")
     g.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
     g.add_argument("--epochs", type=int, default=40,
                    help="epochs; the learning rate follows a cosine down to the last (default 40)")
     g.add_argument("--batch-size", type=int, default=16,
                    help="global batch size (default 16; split across GPUs)")
-    g.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default 2e-3)")
+    g.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
     g.add_argument("--warmup-epochs", type=float, default=2.0,
                    help="linear warm-up before the cosine decay (default 2)")
     g.add_argument("--patience", type=int, default=15,
