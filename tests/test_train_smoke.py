@@ -143,7 +143,6 @@ def test_inference_and_train_models_share_weights() -> None:
 def test_keras3_and_tf_keras_build_the_same_layers(time_pool: int, frames: int) -> None:
     tf_keras = pytest.importorskip("tf_keras")
     import keras
-
     from captcha_edge.train.model import build_inference_model
 
     cfg = ModelConfig(num_classes=20, time_pool=time_pool)
