@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default model runtime/models/default_int8.tflite with the repo's own tools.
 #
-# Data: synthetic captchas only, drawn offline by `captcha-train --synthetic` (the `captcha`
-# package; charset 0-9a-z, 4-6 characters, fixed seeds), so the recipe needs no download and
-# gives the same images on every machine. Training is bounded by --max-minutes, so the exact
-# weights (and accuracy) depend on how many epochs the machine gets through in that time.
+# Data, one of:
+#   DATA_DIR=DIR   labelled real captchas (label = file stem). The bundled model was made with
+#                  DATA_DIR=../shared/data/captcha_images_v2 (the 1040-image set of the keras-io
+#                  captcha OCR example, 840 here, 5 characters from 19 symbols) - the command is
+#                  the last example below; it trains in ~40 min on 2 busy CPU cores.
+#   (no DATA_DIR)  synthetic captchas only, drawn offline by `captcha-train --synthetic` (the
+#                  `captcha` package, charset 0-9a-z, 4-6 characters, fixed seeds): no download,
+#                  same images everywhere, but it needs hours of CPU to read them well.
+# Training is bounded by MAX_MINUTES, so the exact weights (and accuracy) depend on how many
+# epochs the machine gets through; the export step measures and embeds the accuracy.
 #
-#   bash scripts/make_default_model.sh                 # defaults below, ~45 min on 2 CPU cores
-#   N=30000 EPOCHS=60 MAX_MINUTES=120 bash scripts/make_default_model.sh
+#   N=30000 EPOCHS=60 MAX_MINUTES=240 bash scripts/make_default_model.sh        # synthetic
+#   DATA_DIR=../shared/data/captcha_images_v2 EPOCHS=45 MAX_MINUTES=40 \
+#       bash scripts/make_default_model.sh                                       # bundled model
 #
 # Needs the [train] extra (TensorFlow). Writes runs/default-model/ and, only when everything
 # succeeded and the model is <= 1 MB, replaces runtime/models/default_int8.tflite atomically.
@@ -23,8 +30,14 @@ RUN=${RUN:-runs/default-model}
 DEST=runtime/models/default_int8.tflite
 MAX_BYTES=1000000
 
-captcha-train --synthetic "$N" --synthetic-seed "$SEED" --seed "$SEED" --size "$SIZE" \
-    --epochs "$EPOCHS" --max-minutes "$MAX_MINUTES" --out "$RUN" --overwrite
+DATA_DIR=${DATA_DIR:-}
+if [ -n "$DATA_DIR" ]; then
+    data=(--data-dir "$DATA_DIR")
+else
+    data=(--synthetic "$N" --synthetic-seed "$SEED")
+fi
+captcha-train "${data[@]}" --seed "$SEED" --size "$SIZE" --epochs "$EPOCHS" \
+    --max-minutes "$MAX_MINUTES" --out "$RUN" --overwrite
 captcha-export "$RUN" --int8 --force
 
 model="$RUN/model_int8.tflite"
