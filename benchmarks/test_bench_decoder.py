@@ -82,6 +82,23 @@ def test_greedy(benchmark: Any, name: str, impl: str) -> None:
     assert got == expected
 
 
+@pytest.mark.skipif("cython" not in ENGINES, reason="Cython engine not built")
+@pytest.mark.parametrize("name", ["T50-C20-peaky", "T50-C20-flat"])
+def test_greedy_kernel_only(benchmark: Any, name: str) -> None:
+    """The Cython greedy kernel alone on an already validated array: labels, no text.
+
+    The difference to test_greedy[cython] is the public call's cost: validation (including a
+    NaN/inf/negative scan of every value), the alphabet lookup and joining the text.
+    """
+    c = CASES[name]
+    kernel = ENGINES["cython"]
+    benchmark.group = f"greedy-{name}"
+    _info(benchmark, "cython-kernel-only", "greedy", name)
+    blank = len(c.alphabet)
+    labels = benchmark(kernel.greedy, c.probs, blank, False)
+    assert "".join(c.alphabet[i] for i in labels) == numpy_greedy(c.probs, c.alphabet, blank)
+
+
 # ------------------------------------------------------------------------------------ beam
 
 

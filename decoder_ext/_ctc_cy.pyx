@@ -221,7 +221,8 @@ cdef struct Work:
     double* lp
     double* delta
     double* newd
-    int* back
+    int* back        # (T, 2L + 1) Viterbi back-pointers, grown to the longest result
+    Py_ssize_t back_cap
 
 
 cdef void _work_free(Work* w) noexcept nogil:
@@ -276,7 +277,6 @@ cdef int _work_alloc(Work* w, int T, int C, int W, bint want_conf) noexcept nogi
         w.lp = <double*>malloc(<Py_ssize_t>T * C * sizeof(double))
         w.delta = <double*>malloc(S * sizeof(double))
         w.newd = <double*>malloc(S * sizeof(double))
-        w.back = <int*>malloc(<Py_ssize_t>T * S * sizeof(int))
     if (w.n_parent == NULL or w.n_label == NULL or w.n_len == NULL or w.n_child == NULL
             or w.n_sibling == NULL or w.b_node == NULL or w.b_pb == NULL or w.b_pnb == NULL
             or w.b_tot == NULL or w.nb_node == NULL or w.nb_pb == NULL or w.nb_pnb == NULL
@@ -285,8 +285,7 @@ cdef int _work_alloc(Work* w, int T, int C, int W, bint want_conf) noexcept nogi
             or w.s_pnb == NULL or w.s_tot == NULL or w.heap == NULL or w.order == NULL
             or w.merge == NULL or w.mkeys == NULL or w.e_cls == NULL or w.e_lp == NULL
             or w.lrow == NULL or w.lstamp == NULL or w.kstamp == NULL
-            or (want_conf and (w.lp == NULL or w.delta == NULL or w.newd == NULL
-                               or w.back == NULL))):
+            or (want_conf and (w.lp == NULL or w.delta == NULL or w.newd == NULL))):
         _work_free(w)
         memset(w, 0, sizeof(Work))
         return -1
@@ -424,10 +423,12 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
     total is carried over from the selection, merged extensions (beam a + label == beam j)
     are added to j's stay-candidate up front so every score is final when it is offered, and
     a size-W heap keeps the best candidates without storing the rest. ``out_labels`` and
-    ``out_conf`` are (top_k, T) row-major. Returns the number of results.
+    ``out_conf`` are (top_k, T) row-major. Returns the number of results, or -1 when memory
+    runs out.
     """
     cdef int t, i, j, a, c, nb, ne, nm, hn, count, node, par, last, length, remaining
-    cdef int idx, n_nodes, n_out, pos, slot
+    cdef int idx, n_nodes, n_out, pos, slot, max_lab
+    cdef Py_ssize_t need
     cdef double zero = NEG_INF if is_log else 0.0
     cdef double lb, v, base, pb, pnb, tot
     cdef const float* row
@@ -558,17 +559,27 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
             break
 
     n_out = top_k if top_k < nb else nb
+    max_lab = 0
     for j in range(n_out):
         node = w.b_node[j]
         length = w.n_len[node]
         out_len[j] = length
         out_logp[j] = w.b_tot[j]
+        if length > max_lab:
+            max_lab = length
         pos = length
         while node > 0:
             pos -= 1
             out_labels[<Py_ssize_t>j * T + pos] = w.n_label[node]
             node = w.n_parent[node]
-    if want_conf and n_out > 0:
+    if want_conf and max_lab > 0:
+        need = <Py_ssize_t>T * (2 * max_lab + 1)
+        if need > w.back_cap:
+            free(w.back)
+            w.back = <int*>malloc(need * sizeof(int))
+            w.back_cap = need if w.back != NULL else 0
+            if w.back == NULL:
+                return -1
         for i in range(T * C):
             w.lp[i] = x[i] if is_log else _lg(x[i])
         for j in range(n_out):
@@ -640,6 +651,11 @@ cdef list _beam_run(const float* x, int N, int T, int C, int blank, bint is_log,
                                     beam_width, top_k, cls, K, min_length, max_length,
                                     threshold, want_conf, lens + i * top_k, labels + i * per,
                                     logp + i * top_k, conf + i * per if want_conf else NULL)
+                if counts[i] < 0:
+                    bad = 1
+                    break
+        if bad:
+            raise MemoryError()
         return [_results(counts[i], T, lens + i * top_k, labels + i * per, logp + i * top_k,
                          conf + i * per if want_conf else NULL, want_conf) for i in range(N)]
     finally:
