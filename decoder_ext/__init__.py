@@ -175,7 +175,7 @@ def decode_greedy(
     mod = _DEFAULT if engine is None else _engine(engine)
     p = _validate.check_probs(probs, 2, log_input, _scan)
     symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
-    return "".join([symbols[i] for i in mod.greedy(p, b, log_input)])
+    return mod.greedy_text(p, b, symbols)  # type: ignore[no-any-return]
 
 
 def greedy_search(

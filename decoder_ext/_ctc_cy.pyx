@@ -122,6 +122,22 @@ def greedy(cnp.ndarray p, int blank, bint is_log):
     return out
 
 
+def greedy_text(cnp.ndarray p, int blank, tuple symbols):
+    """:func:`greedy`, joined into text with ``symbols`` (one str per class) in the kernel."""
+    cdef Py_ssize_t T = cnp.PyArray_DIM(p, 0), C = cnp.PyArray_DIM(p, 1), n, i
+    cdef int stackbuf[256]
+    cdef int* buf = stackbuf
+    if T > 256:
+        buf = <int*>malloc(T * sizeof(int))
+        if buf == NULL:
+            raise MemoryError()
+    n = _greedy_c(<const float*>cnp.PyArray_DATA(p), T, C, blank, buf)
+    parts = [symbols[buf[i]] for i in range(n)]
+    if buf != stackbuf:
+        free(buf)
+    return "".join(parts)
+
+
 def greedy_detail(const float[:, ::1] p, int blank, bint is_log):
     """Best path with (labels, per-char confidence, log-probability of the path).
 

@@ -53,6 +53,11 @@ def greedy(p: npt.NDArray[np.float32], blank: int, is_log: bool) -> list[int]:
     return out
 
 
+def greedy_text(p: npt.NDArray[np.float32], blank: int, symbols: tuple[str, ...]) -> str:
+    """:func:`greedy`, joined into text with ``symbols`` (one str per class)."""
+    return "".join([symbols[i] for i in greedy(p, blank, False)])
+
+
 def greedy_detail(
     p: npt.NDArray[np.float32], blank: int, is_log: bool
 ) -> tuple[list[int], list[float], float]:

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from captcha_edge.decoder import ENGINES, beam_search, decode_greedy_batch, greedy_search
+from captcha_edge.decoder import (
+    ENGINES,
+    beam_search,
+    decode_greedy,
+    decode_greedy_batch,
+    greedy_search,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -57,6 +63,8 @@ def test_cython_matches_python(case: tuple[np.ndarray, bool], data: st.DataObjec
     g_py = greedy_search(x, syms, engine="python", **common)
     g_cy = greedy_search(x, syms, engine="cython", **common)
     assert g_cy == g_py
+    assert decode_greedy(x, syms, engine="cython", **common) == g_py.text
+    assert decode_greedy(x, syms, engine="python", **common) == g_py.text
     b_py = beam_search(x, syms, engine="python", **common, **kw)
     b_cy = beam_search(x, syms, engine="cython", **common, **kw)
     assert [b.labels for b in b_cy] == [b.labels for b in b_py]
