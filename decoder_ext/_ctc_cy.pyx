@@ -205,6 +205,7 @@ cdef struct Work:
     int* n_len
     int* n_child
     int* n_sibling
+    int* n_beam      # node -> index of the current beam holding it, or -1
     # Current beams and the next ones: node, log P(ends in blank), log P(ends in label), total.
     int* b_node
     double* b_pb
@@ -244,6 +245,7 @@ cdef struct Work:
 cdef void _work_free(Work* w) noexcept nogil:
     """Free every buffer of ``w`` (NULL-safe)."""
     free(w.n_parent); free(w.n_label); free(w.n_len); free(w.n_child); free(w.n_sibling)
+    free(w.n_beam)
     free(w.b_node); free(w.b_pb); free(w.b_pnb); free(w.b_tot)
     free(w.nb_node); free(w.nb_pb); free(w.nb_pnb); free(w.nb_tot); free(w.pa)
     free(w.s_node); free(w.s_parent); free(w.s_label); free(w.s_len); free(w.s_idx)
@@ -263,6 +265,7 @@ cdef int _work_alloc(Work* w, int T, int C, int W, bint want_conf) noexcept nogi
     w.n_len = <int*>malloc(nodes * sizeof(int))
     w.n_child = <int*>malloc(nodes * sizeof(int))
     w.n_sibling = <int*>malloc(nodes * sizeof(int))
+    w.n_beam = <int*>malloc(nodes * sizeof(int))
     w.b_node = <int*>malloc(W * sizeof(int))
     w.b_pb = <double*>malloc(W * sizeof(double))
     w.b_pnb = <double*>malloc(W * sizeof(double))
@@ -294,7 +297,7 @@ cdef int _work_alloc(Work* w, int T, int C, int W, bint want_conf) noexcept nogi
         w.delta = <double*>malloc(S * sizeof(double))
         w.newd = <double*>malloc(S * sizeof(double))
     if (w.n_parent == NULL or w.n_label == NULL or w.n_len == NULL or w.n_child == NULL
-            or w.n_sibling == NULL or w.b_node == NULL or w.b_pb == NULL or w.b_pnb == NULL
+            or w.n_sibling == NULL or w.n_beam == NULL or w.b_node == NULL or w.b_pb == NULL or w.b_pnb == NULL
             or w.b_tot == NULL or w.nb_node == NULL or w.nb_pb == NULL or w.nb_pnb == NULL
             or w.nb_tot == NULL or w.pa == NULL or w.s_node == NULL or w.s_parent == NULL
             or w.s_label == NULL or w.s_len == NULL or w.s_idx == NULL or w.s_pb == NULL
@@ -307,6 +310,8 @@ cdef int _work_alloc(Work* w, int T, int C, int W, bint want_conf) noexcept nogi
         return -1
     for i in range(<Py_ssize_t>W * C):
         w.merge[i] = -1
+    for i in range(nodes):
+        w.n_beam[i] = -1
     return 0
 
 
@@ -478,18 +483,19 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
                 w.kstamp[c] = t
                 ne += 1
         # A beam whose prefix is another beam's prefix + one label receives that extension.
+        for j in range(nb):
+            w.n_beam[w.b_node[j]] = j
         nm = 0
         for j in range(nb):
-            w.pa[j] = -1
             par = w.n_parent[w.b_node[j]]
-            if par >= 0:
-                for a in range(nb):
-                    if w.b_node[a] == par:
-                        w.pa[j] = a
-                        w.mkeys[nm] = a * C + w.n_label[w.b_node[j]]
-                        w.merge[w.mkeys[nm]] = j
-                        nm += 1
-                        break
+            a = w.n_beam[par] if par >= 0 else -1
+            w.pa[j] = a
+            if a >= 0:
+                w.mkeys[nm] = a * C + w.n_label[w.b_node[j]]
+                w.merge[w.mkeys[nm]] = j
+                nm += 1
+        for j in range(nb):
+            w.n_beam[w.b_node[j]] = -1
         # Stay-candidates (creation index j), with the merged extension already added.
         hn = 0
         for j in range(nb):

@@ -152,11 +152,13 @@ def symbols(alphabet: Any, num_classes: int, blank: Any) -> tuple[tuple[str, ...
 
 def check_int(value: Any, name: str, minimum: int) -> int:
     """Return ``value`` as an int >= ``minimum`` or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+        value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return operator.index(value)
+    return value  # type: ignore[no-any-return]
 
 
 def check_allowed(
@@ -229,6 +231,8 @@ def check_beam_options(
         raise ValueError(f"max_length must be >= min_length ({lo}); got {hi}")
     if prune is None:
         thr = 0.0
+    elif type(prune) is float and 0.0 <= prune < 1.0:
+        thr = prune
     else:
         if isinstance(prune, bool) or not isinstance(prune, (int, float, np.floating,
                                                              np.integer)):
