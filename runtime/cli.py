@@ -429,7 +429,7 @@ def _bench_one(args: argparse.Namespace, model: str | None, pngs: list[bytes]
         "ctc_share_of_invoke": round(med["ctc"] / med["invoke"], 4),
         "throughput_per_s": {"1 thread": round(tp1, 1),
                              f"{args.threads} workers": round(tpn, 1),
-                             f"interpreter num_threads={args.threads}": round(tpi, 1)},
+                             f"num_threads={args.threads}": round(tpi, 1)},
         "speedup_workers": round(tpn / tp1, 3),
         "speedup_num_threads": round(tpi / tp1, 3),
     }
@@ -479,7 +479,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{'CTC / bare invoke':26}" + "".join(
         f"{100 * r['ctc_share_of_invoke']:>{col - 2}.1f} %" for r in results))
     for key in results[0]["throughput_per_s"]:
-        print(f"{'img/s ' + key:26}"[:26].ljust(26) + "".join(
+        print(f"{'img/s, ' + key:26}" + "".join(
             f"{r['throughput_per_s'][key]:>{col}.1f}" for r in results))
     print(f"{'backend':26}" + "".join(f"{r['backend']:>{col}}" for r in results))
     return EXIT_OK
