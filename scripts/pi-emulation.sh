@@ -38,7 +38,9 @@ SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 
 SUITE=bookworm
 ARCH=arm64
-PACKAGES="python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates"
+# ccache: the Cython decoder takes minutes to compile under emulation; reruns of the same source reuse
+# the object compiled (under emulation, on aarch64) before.
+PACKAGES="python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates,ccache"
 MIRRORS=(
   "deb http://deb.debian.org/debian $SUITE main"
   "deb http://deb.debian.org/debian $SUITE-updates main"
@@ -91,7 +93,9 @@ if [[ "${1:-}" == "__inner" ]]; then
   done
   mkdir -p "$ROOTFS/dev/shm" "$ROOTFS/work/shared" "$ROOTFS/var/cache/pip"
   mnt -t tmpfs -o size=256m tmpfs "$ROOTFS/dev/shm"
+  mkdir -p "$ROOTFS/var/cache/ccache"
   mnt --bind "$CACHE/pip-$ARCH" "$ROOTFS/var/cache/pip"
+  mnt --bind "$CACHE/ccache-$ARCH" "$ROOTFS/var/cache/ccache"
   if [[ -d "$DATA" ]]; then
     mkdir -p "$ROOTFS/work/shared/data/captcha_images_v2"
     mnt --bind -o ro "$DATA" "$ROOTFS/work/shared/data/captcha_images_v2"
@@ -99,7 +103,8 @@ if [[ "${1:-}" == "__inner" ]]; then
 
   QEMU_CPU="$QEMU_CPU_MODEL" chroot "$ROOTFS" /usr/bin/env -i \
     HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PATH=/usr/lib/ccache:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    CCACHE_DIR=/var/cache/ccache CCACHE_MAXSIZE=200M \
     QEMU_CPU="$QEMU_CPU_MODEL" \
     PIP_CACHE_DIR=/var/cache/pip PIP_CERT=/etc/ssl/certs/host-ca.crt \
     SSL_CERT_FILE=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -167,6 +172,13 @@ copy_checkout() {
   fi
 }
 
+# True when some process runs chrooted in $1 (e.g. another checkout's run, with its private mounts).
+in_use() {
+  local p
+  for p in /proc/[0-9]*; do [[ "$(readlink "$p/root" 2>/dev/null)" == "$1" ]] && return 0; done
+  return 1
+}
+
 say "1/6 host: qemu-user-static, binfmt-support, mmdebstrap"
 need=()
 for pkg in qemu-user-static binfmt-support mmdebstrap; do
@@ -201,7 +213,14 @@ grep -qw -- "$QEMU_CPU_MODEL" <<<"$cpus" \
   || die "qemu-aarch64-static does not know CPU model '$QEMU_CPU_MODEL'"
 
 say "3/6 rootfs: Debian $SUITE $ARCH ($PACKAGES)"
-mkdir -p "$CACHE" "$CACHE/pip-$ARCH" "$CACHE/pip-x86_64"
+mkdir -p "$CACHE" "$CACHE/pip-$ARCH" "$CACHE/pip-x86_64" "$CACHE/ccache-$ARCH"
+# One run per cache at a time: a second run would rebuild the guest files under the first one.
+exec 9>"$CACHE/.lock"
+if ! flock -n 9; then
+  echo "waiting for another pi-emulation run using $CACHE ..."
+  flock -w 3600 9 || die "another run has held $CACHE/.lock for an hour"
+fi
+rm -rf "$CACHE"/.rootfs-build.*          # an interrupted build (we hold the cache lock)
 if [[ -f "$ROOTFS/.captcha-edge-complete" ]]; then
   echo "reusing cached rootfs $ROOTFS"
 else
@@ -217,6 +236,12 @@ else
   touch "$tmp/.captcha-edge-complete"
   rm -rf "$ROOTFS"
   mv "$tmp" "$ROOTFS"
+  for old in "$CACHE"/rootfs-*; do   # other package lists: stale (we hold the cache lock)
+    if [[ "$old" != "$ROOTFS" && -d "$old" ]] && ! grep -q " $old/" /proc/self/mountinfo \
+       && ! in_use "$old"; then
+      echo "removing stale rootfs $old"; rm -rf "$old"
+    fi
+  done
 fi
 echo "rootfs size: $(du -sh "$ROOTFS" 2>/dev/null | cut -f1)"
 probe="$(QEMU_CPU="$QEMU_CPU_MODEL" chroot "$ROOTFS" /usr/bin/env -i QEMU_CPU="$QEMU_CPU_MODEL" \
@@ -229,7 +254,9 @@ if (( ROOTFS_ONLY )); then echo "rootfs ready"; exit 0; fi
 say "4/6 guest files: this checkout, DNS and CA bundle for pip"
 [[ -f "$MODEL" ]] || die "int8 model not found: $MODEL (the runtime's bundled runtime/models/default_int8.tflite has not landed, or set CAPTCHA_EDGE_PI_MODEL)"
 [[ -d "$DATA" ]] || die "captchas not found: $DATA (expected ../shared/data/captcha_images_v2 beside the repo, or set CAPTCHA_EDGE_PI_DATA)"
-rm -rf "$ROOTFS/work/captcha-edge" "$ROOTFS/work/out" "$ROOTFS/opt/pi-venv" "$ROOTFS/opt/pi-venv-tflite"
+# Never delete through a mount (the shared captchas are bind-mounted under work/ during a run).
+if grep -q " $ROOTFS/" /proc/self/mountinfo; then die "something is still mounted under $ROOTFS; not cleaning it"; fi
+rm -rf "$ROOTFS/work" "$ROOTFS/opt/pi-build" "$ROOTFS/opt/pi-venv" "$ROOTFS/opt/pi-venv-tflite"
 mkdir -p "$ROOTFS$GUEST_REPO" "$ROOTFS$GUEST_OUT"
 copy_checkout "$ROOTFS$GUEST_REPO"
 cp "$MODEL" "$ROOTFS$GUEST_OUT/model_int8.tflite"
@@ -303,4 +330,5 @@ echo "  eval x86 vs Pi: $(cat "$OUT/eval_compare.txt")"
 echo "  total time:     $(( $(date +%s) - T0 )) s"
 (( bitexact_rc == 0 )) || die "int8 outputs or texts differ between the emulated Pi and x86"
 (( evalcmp_rc == 0 )) || die "captcha-edge eval counts differ between the emulated Pi and x86"
+if [[ -s "$OUT/failures" ]]; then die "$(tr '\n' ';' < "$OUT/failures")"; fi
 echo "PI EMULATION PASSED"
