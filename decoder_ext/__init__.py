@@ -114,13 +114,22 @@ def _text(symbols: tuple[str, ...], labels: Sequence[int]) -> str:
 T = TypeVar("T")
 
 
+#: A greedy batch gets one thread per this many values at most: starting a thread (~0.1 ms)
+#: costs more than a greedy decode of fewer values.
+GREEDY_VALUES_PER_THREAD = 1 << 18
+
+
 def _chunked(
-    run: Callable[[Any], list[T]], p: np.ndarray, num_threads: int, mod: ModuleType
+    run: Callable[[Any], list[T]], p: np.ndarray, num_threads: int, mod: ModuleType,
+    min_values: int = 0,
 ) -> list[T]:
-    """Run ``run`` on contiguous slices of the batch in threads (the Cython kernels release
-    the GIL); the Python engine, which holds the GIL, always runs in the calling thread."""
+    """Run ``run`` on contiguous slices of the batch in up to ``num_threads`` threads (the
+    Cython kernels release the GIL), each slice holding at least ``min_values`` values; the
+    Python engine, which holds the GIL, always runs in the calling thread."""
     n = p.shape[0]
     workers = min(num_threads, n) if mod is not _ctc_py else 1
+    if min_values:
+        workers = min(workers, max(1, p.size // min_values))
     if workers <= 1:
         return run(p)
     bounds = [n * i // workers for i in range(workers + 1)]
@@ -214,8 +223,10 @@ def decode_greedy_batch(
     """:func:`decode_greedy` over a ``(N, T, C)`` batch.
 
     Args:
-        num_threads: threads to split the batch over; the Cython kernel releases the GIL
-            (the Python engine runs serially).
+        num_threads: the most threads to split the batch over; the Cython kernel releases the
+            GIL (the Python engine runs serially). Each thread gets at least
+            ``GREEDY_VALUES_PER_THREAD`` (2**18) values of ``probs``: below that, starting a
+            thread costs more than the decode.
         (others): as :func:`decode_greedy`.
 
     Returns:
@@ -227,7 +238,8 @@ def decode_greedy_batch(
     symbols, b = _validate.symbols(alphabet, p.shape[2], blank)
     if p.shape[0] == 0:
         return []
-    rows = _chunked(lambda x: mod.greedy_batch(x, b, log_input), p, nt, mod)
+    rows = _chunked(lambda x: mod.greedy_batch(x, b, log_input), p, nt, mod,
+                    GREEDY_VALUES_PER_THREAD)
     return [_text(symbols, r) for r in rows]
 
 

@@ -331,6 +331,17 @@ def test_batches_match_per_sample(engine: str, num_threads: int) -> None:
     assert beam_search_batch(empty, syms, engine=engine) == []
 
 
+def test_large_greedy_batch_is_split_over_threads(engine: str) -> None:
+    # 1400 x 20 x 20 = 560k values: enough for two threads of GREEDY_VALUES_PER_THREAD.
+    rng = np.random.default_rng(9)
+    batch = rng.random((1400, 20, 20), dtype=np.float32)
+    batch[rng.random((1400, 20)) < 0.5, -1] = 2.0  # plenty of blanks
+    syms = ALPHABET[:19]
+    expected = [decode_greedy(x, syms, engine=engine) for x in batch]
+    assert decode_greedy_batch(batch, syms, engine=engine, num_threads=2) == expected
+    assert decode_greedy_batch(batch, syms, engine=engine, num_threads=8) == expected
+
+
 def test_confidences_are_probabilities(engine: str) -> None:
     rng = np.random.default_rng(2)
     p = peaky(rng, 50, 20, sharp=3.0)
