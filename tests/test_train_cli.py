@@ -77,7 +77,7 @@ def test_charset_problems(good: Path, tmp_path: Path, capsys) -> None:
 def test_label_too_long_for_the_time_steps(good: Path, tmp_path: Path, capsys) -> None:
     # width 16 -> 4 frames -> at most 1 character; the labels have 4.
     line = _run(capsys, "--data-dir", str(good), "--width", "16", "--height", "16",
-                "--out", str(tmp_path / "r"))
+                "--time-pool", "4", "--out", str(tmp_path / "r"))
     assert "CTC needs T >= 2*len+1" in line and "4 frames" in line
 
 
@@ -112,7 +112,8 @@ def test_all_unreadable(tmp_path: Path, capsys) -> None:
     (["--threads", "-2"], "--threads must be >= 0"),
     (["--augment", "spin=3"], "--augment: expected KEY=VALUE"),
     (["--augment", "rotate=2", "--no-augment"], "exclude each other"),
-    (["--width", "202"], "width % 4 == 0"),
+    (["--width", "204"], "width % 8 == 0"),
+    (["--width", "202", "--time-pool", "4"], "width % 4 == 0"),
     (["--filters", "8,x,8"], "--filters must be three ints"),
     (["--filters", "8,8"], "filters must be 3 positive ints"),
     (["--synthetic-length", "6-4"], "--synthetic-length"),
