@@ -36,6 +36,7 @@ def _data_args(tmp_path: Path) -> list:
     return ["--synthetic", "64", "--synthetic-length", "4-5", "--charset", "0123456789abcdef"]
 
 
+@pytest.mark.slow  # ~45 s on an idle 2-core CPU; independent of the decoder engine
 def test_smoke_train_interrupt_resume(tmp_path: Path, monkeypatch, capsys) -> None:
     run = tmp_path / "run"
     args = _data_args(tmp_path) + ["--out", str(run), "--size", "small", "--batch-size", "16",
@@ -139,6 +140,7 @@ def test_inference_and_train_models_share_weights() -> None:
     np.testing.assert_allclose(np.asarray(inference(x)), fit.softmax(logits), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("time_pool,frames", [(4, 50), (8, 25)])
 def test_keras3_and_tf_keras_build_the_same_layers(time_pool: int, frames: int) -> None:
     tf_keras = pytest.importorskip("tf_keras")
