@@ -359,6 +359,9 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
     t_start = time.monotonic()
     if importlib.util.find_spec("tensorflow") is None:
         raise ExportError('captcha-export needs TensorFlow: pip install "captcha-edge[train]"')
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise ExportError("captcha-export checks its files with ai-edge-litert, the runtime's "
+                          "interpreter: pip install ai-edge-litert")
     run = open_run(a.run)
     out = a.out if a.out is not None else a.run
     targets = {f: output_path(out, f, a.batch) for f in formats}
