@@ -55,7 +55,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its choices come from the FORMATS table)."""
-    p = _Parser(prog="captcha-export", description=__doc__.split("\n")[0],
+    p = _Parser(prog="captcha-export",
+                description="Export a captcha-train run folder to self-contained, verified "
+                            ".tflite files (the metadata the runtime needs is embedded).",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, metavar="RUN", help="run folder written by captcha-train")
     g = p.add_argument_group("formats")
