@@ -27,7 +27,9 @@
 #   CAPTCHA_EDGE_PI_CACHE=DIR    cache folder (rootfs, pip caches, x86 venv).
 #   CAPTCHA_EDGE_PI_CPU=NAME     qemu CPU model: cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5).
 #   CAPTCHA_EDGE_PI_MODEL=FILE   int8 model (default: the bundled runtime/models/default_int8.tflite).
-#   CAPTCHA_EDGE_PI_FLOAT_MODEL=FILE  float32 twin of that model for the invoke ratio.
+#   CAPTCHA_EDGE_PI_FLOAT_MODEL=FILE  float32 twin of that model for the invoke ratio (default:
+#                                runtime/models/default_float32.tflite if shipped, else the test
+#                                fixture pair tests/data/tiny_{int8,float32}.tflite, labelled so).
 #   CAPTCHA_EDGE_PI_N=64         images used for bit-exactness and predict --json.
 #   CAPTCHA_EDGE_PI_DATA=DIR     captchas (default ../shared/data/captcha_images_v2 beside the repo).
 set -Eeuo pipefail
@@ -87,6 +89,10 @@ if [[ "${1:-}" == "__inner" ]]; then
   # qemu-user passes the host's x86 /proc/cpuinfo through and LiteRT's cpuinfo init segfaults.
   mnt -t proc proc "$ROOTFS/proc"
   mnt --bind "$REPO/tests/pi/cpuinfo-cortex-a72" "$ROOTFS/proc/cpuinfo"
+  # The CPU list LiteRT's cpuinfo reads next (it logs errors without it): 4 cores, like a Pi 4/5.
+  mnt -t tmpfs -o size=1m,mode=0755 sysfs-cpus "$ROOTFS/sys"
+  mkdir -p "$ROOTFS/sys/devices/system/cpu"
+  for f in possible present online; do echo 0-3 > "$ROOTFS/sys/devices/system/cpu/$f"; done
   for dev in null zero full random urandom tty; do
     [[ -e "$ROOTFS/dev/$dev" ]] || touch "$ROOTFS/dev/$dev"
     mnt --bind "/dev/$dev" "$ROOTFS/dev/$dev"
@@ -111,7 +117,7 @@ if [[ "${1:-}" == "__inner" ]]; then
     PIP_DEFAULT_TIMEOUT=180 PIP_ONLY_BINARY="$ONLY_BINARY" PIP_NO_INPUT=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     N_IMAGES="$N_IMAGES" GUEST_REPO="$GUEST_REPO" GUEST_OUT="$GUEST_OUT" \
-    HAVE_FLOAT="${HAVE_FLOAT:-0}" TFLITE_RUNTIME_SPEC="$TFLITE_RUNTIME_SPEC" \
+    HAVE_FLOAT="${HAVE_FLOAT:-0}" RATIO_WHAT="${RATIO_WHAT:-}" TFLITE_RUNTIME_SPEC="$TFLITE_RUNTIME_SPEC" \
     TEST_DEPS="${TEST_DEPS[*]}" \
     /bin/bash -Eeuo pipefail "$GUEST_REPO/tests/pi/guest.sh"
   exit $?
@@ -140,7 +146,11 @@ cleanup_outer() {
   local rc=$?
   [[ -n "$X86_SRC" ]] && rm -rf "$X86_SRC"
   if [[ -n "$GUEST_PID" ]] && kill -0 "$GUEST_PID" 2>/dev/null; then
-    kill -TERM "$GUEST_PID" 2>/dev/null || true   # unshare --kill-child takes its namespace with it
+    # unshare ignores SIGTERM while it waits, and the namespace's init ignores it too: SIGKILL the
+    # init, which takes every emulated process (and every mount of the namespace) with it.
+    local init
+    init="$(cat "/proc/$GUEST_PID/task/$GUEST_PID/children" 2>/dev/null || pgrep -P "$GUEST_PID" || true)"
+    if [[ -n "$init" ]]; then kill -KILL $init 2>/dev/null || true; fi
     wait "$GUEST_PID" 2>/dev/null || true
   fi
   # Belt and braces: nothing of ours may stay mounted or running on the host.
@@ -227,7 +237,8 @@ else
   echo "building $ROOTFS (about 7-15 min: every package's maintainer scripts run under emulation)"
   tmp="$(mktemp -d "$CACHE/.rootfs-build.XXXXXX")"
   rmdir "$tmp"
-  nice -n 10 mmdebstrap --arch="$ARCH" --variant=apt --mode=root \
+  # In a private mount namespace: mmdebstrap's own /proc, /sys, /dev mounts cannot outlive it.
+  unshare --mount --propagation private -- nice -n 10 mmdebstrap --arch="$ARCH" --variant=apt --mode=root \
     --include="$PACKAGES" --aptopt='Acquire::Retries "3"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -260,23 +271,31 @@ rm -rf "$ROOTFS/work" "$ROOTFS/opt/pi-build" "$ROOTFS/opt/pi-venv" "$ROOTFS/opt/
 mkdir -p "$ROOTFS$GUEST_REPO" "$ROOTFS$GUEST_OUT"
 copy_checkout "$ROOTFS$GUEST_REPO"
 cp "$MODEL" "$ROOTFS$GUEST_OUT/model_int8.tflite"
-HAVE_FLOAT=0
+# The int8/float32 ratio needs a float32 twin of an int8 model: the one given, else the bundled
+# model's twin if the repo ships one, else the test fixture pair (same CRNN graph, both exported
+# from one Keras model by scripts/make_fixture_model.py), labelled as such.
+RATIO_INT8="$MODEL"; RATIO_WHAT="$(basename "$MODEL")"
+if [[ -z "$FLOAT_MODEL" && -f "$REPO/runtime/models/default_float32.tflite" && -z "${CAPTCHA_EDGE_PI_MODEL:-}" ]]; then
+  FLOAT_MODEL="$REPO/runtime/models/default_float32.tflite"
+fi
 if [[ -z "$FLOAT_MODEL" ]]; then
-  for cand in "$REPO/runtime/models/default_float32.tflite" "$REPO/models/default_float32.tflite"; do
-    [[ -f "$cand" ]] && { FLOAT_MODEL="$cand"; break; }
-  done
+  RATIO_INT8="$REPO/tests/data/tiny_int8.tflite"; FLOAT_MODEL="$REPO/tests/data/tiny_float32.tflite"
+  RATIO_WHAT="test fixture pair tests/data/tiny_{int8,float32}.tflite (no float32 twin of $(basename "$MODEL") given)"
 fi
-if [[ -n "$FLOAT_MODEL" ]]; then
-  [[ -f "$FLOAT_MODEL" ]] || die "float32 model not found: $FLOAT_MODEL (CAPTCHA_EDGE_PI_FLOAT_MODEL)"
-  cp "$FLOAT_MODEL" "$ROOTFS$GUEST_OUT/model_float32.tflite"
+HAVE_FLOAT=0
+if [[ -f "$FLOAT_MODEL" && -f "$RATIO_INT8" ]]; then
+  cp "$RATIO_INT8" "$ROOTFS$GUEST_OUT/ratio_int8.tflite"
+  cp "$FLOAT_MODEL" "$ROOTFS$GUEST_OUT/ratio_float32.tflite"
   HAVE_FLOAT=1
+elif [[ -n "${CAPTCHA_EDGE_PI_FLOAT_MODEL:-}" ]]; then
+  die "float32 model not found: $FLOAT_MODEL (CAPTCHA_EDGE_PI_FLOAT_MODEL)"
 fi
-export HAVE_FLOAT
+export HAVE_FLOAT RATIO_WHAT
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 CA=/etc/ssl/certs/ca-certificates.crt
 [[ -f "$CA" ]] || die "no CA bundle at $CA for pip inside the rootfs"
 cp "$CA" "$ROOTFS/etc/ssl/certs/host-ca.crt"
-echo "copied $(cd "$ROOTFS$GUEST_REPO" && find . -type f | wc -l) files to $GUEST_REPO; model $(basename "$MODEL"); float32 model: ${FLOAT_MODEL:-none}"
+echo "copied $(cd "$ROOTFS$GUEST_REPO" && find . -type f | wc -l) files to $GUEST_REPO; model $(basename "$MODEL"); ratio models: $RATIO_WHAT"
 
 say "5/6 emulated Raspberry Pi (QEMU_CPU=$QEMU_CPU_MODEL): install, tests, predict, eval"
 export ROOTFS REPO CACHE DATA QEMU_CPU_MODEL N_IMAGES ARCH
@@ -309,6 +328,13 @@ bitexact_rc=0
 "$X86_VENV/bin/python" "$REPO/tests/pi/compare_outputs.py" "$OUT/x86_64.npz" "$OUT/aarch64.npz" \
   > "$OUT/bitexact.txt" || bitexact_rc=$?
 cat "$OUT/bitexact.txt"
+X86_IMGS=("$DATA"/*.png)
+if [[ "$HAVE_FLOAT" == 1 ]]; then   # the same ratio natively, for contrast (labelled x86)
+  "$X86_VENV/bin/python" "$REPO/tests/pi/invoke_ratio.py" --int8 "$OUT/ratio_int8.tflite" \
+    --float32 "$OUT/ratio_float32.tflite" --image "${X86_IMGS[0]}" \
+    --label "x86_64 host, native" > "$OUT/ratio_x86.txt" 2>/dev/null || true
+  cat "$OUT/ratio_x86.txt"
+fi
 # The whole shared set through the user-facing CLI on both sides: same counts or the Pi reads differently.
 "$X86_VENV/bin/captcha-edge" eval "$DATA" --model "$MODEL" --json > "$OUT/eval_x86_64.json"
 evalcmp_rc=0
@@ -327,6 +353,9 @@ say "SUMMARY (emulated Raspberry Pi: Debian $SUITE $ARCH, qemu-user $(dpkg-query
 cat "$OUT/summary.txt"
 echo "  bit-exactness:  $(head -n1 "$OUT/bitexact.txt")"
 echo "  eval x86 vs Pi: $(cat "$OUT/eval_compare.txt")"
+if [[ -s "$OUT/ratio_x86.txt" ]]; then
+  echo "  same ratio, x86: $(sed -n 's/.*: \([0-9.]*\)$/\1/p' "$OUT/ratio_x86.txt") natively on this host (for contrast: emulation distorts it)"
+fi
 echo "  total time:     $(( $(date +%s) - T0 )) s"
 (( bitexact_rc == 0 )) || die "int8 outputs or texts differ between the emulated Pi and x86"
 (( evalcmp_rc == 0 )) || die "captcha-edge eval counts differ between the emulated Pi and x86"

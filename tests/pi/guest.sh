@@ -106,7 +106,9 @@ step "runtime tests that need no TensorFlow: ${RUNTIME_TESTS[*]} (-m 'not tf and
 run_pytest "no TensorFlow" "runtime tests:" "${RUNTIME_TESTS[@]}" -m "not tf and not slow"
 
 step "captcha-edge predict with the bundled default model (no --model)"
-FIRST="$(ls "$DATA"/*.png | sort | head -n1)"
+ALL_IMGS=("$DATA"/*.png)                    # LC_ALL=C.UTF-8: byte order, as Python's sorted()
+[[ -f "${ALL_IMGS[0]}" ]] || { echo "no PNG captchas in $DATA" >&2; exit 1; }
+FIRST="${ALL_IMGS[0]}"
 if python -c 'import captcha_edge, sys; sys.exit(not captcha_edge.DEFAULT_MODEL.is_file())'; then
   BUNDLED="$(captcha-edge predict "$FIRST")"
   echo "  $BUNDLED"
@@ -117,7 +119,7 @@ else
   echo "bundled default model missing from the installed package (runtime/models/default_int8.tflite)" >> "$OUT/failures"
   summary "bundled model:" "MISSING from the package: FAILED"
 fi
-mapfile -t IMGS < <(ls "$DATA"/*.png | sort | head -n "$N_IMAGES")
+IMGS=("${ALL_IMGS[@]:0:$N_IMAGES}")
 
 step "captcha-edge predict --json on ${#IMGS[@]} shared captchas ($(basename "$MODEL"))"
 captcha-edge predict --json --model "$MODEL" "${IMGS[@]}" > "$OUT/predict_aarch64.jsonl"
@@ -150,11 +152,11 @@ python tests/pi/dump_outputs.py --model "$MODEL" --images "$DATA" --n "$N_IMAGES
 
 step "int8 vs float32 invoke time under emulation (a ratio, not a Pi speed)"
 if [[ "$HAVE_FLOAT" == 1 ]]; then
-  python tests/pi/invoke_ratio.py --int8 "$MODEL" --float32 "$OUT/model_float32.tflite" \
-    --image "$FIRST" --label "emulation: qemu-user $QEMU_CPU" | tee "$OUT/ratio.txt"
-  summary "int8/float32:" "$(sed -n "s/.*: \([0-9.]*\)$/\1/p" "$OUT/ratio.txt") x the float32 invoke time (EMULATION, qemu-user $QEMU_CPU; not a Raspberry Pi measurement)"
+  python tests/pi/invoke_ratio.py --int8 "$OUT/ratio_int8.tflite" --float32 "$OUT/ratio_float32.tflite" \
+    --image "$FIRST" --label "EMULATION, qemu-user $QEMU_CPU" | tee "$OUT/ratio.txt"
+  summary "int8/float32:" "$(sed -n 's/.*: \([0-9.]*\)$/\1/p' "$OUT/ratio.txt") x the float32 invoke time, 1 thread, of $RATIO_WHAT (EMULATION, qemu-user $QEMU_CPU: not a Raspberry Pi measurement)"
 else
-  echo "  NOT MEASURED: no float32 twin of the int8 model was given (CAPTCHA_EDGE_PI_FLOAT_MODEL)"
+  echo "  NOT MEASURED: no float32 model to compare with"
   summary "int8/float32:" "NOT MEASURED (no float32 model; set CAPTCHA_EDGE_PI_FLOAT_MODEL)"
 fi
 deactivate
