@@ -168,10 +168,11 @@ python3 -m venv /opt/pi-venv-tflite
 # The documented install for old images: the [tflite] extra (pins numpy<2), same aarch64 wheel.
 pip install -q "${WHEEL}[tflite]" "$TFLITE_RUNTIME_SPEC"
 export CAPTCHA_EDGE_BACKEND=tflite-runtime
-python - <<'EOF'
+python - "$MODEL" <<'EOF'
+import sys
 from importlib.metadata import version
 from captcha_edge import Recognizer
-r = Recognizer()
+r = Recognizer(sys.argv[1])
 assert r.backend == "tflite-runtime", r.backend
 assert int(version("numpy").split(".")[0]) < 2, version("numpy")
 print(f"  backend {r.backend} {version('tflite-runtime')}, numpy {version('numpy')}")
