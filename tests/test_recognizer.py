@@ -305,3 +305,8 @@ def test_bundled_default_model_if_present() -> None:
     assert r.metadata["format"] == "int8"
     assert r.info()["input"]["dtype"] in ("uint8", "int8")
     assert isinstance(r.predict(GOOD / "2b4cd.png"), str)
+    files = [p for p in shared_images(100) if set(p.stem) <= set(r.charset)]
+    if len(files) < 50:
+        pytest.skip("the default model's charset does not cover the shared images")
+    right = sum(t == p.stem for t, p in zip(r.predict_batch(files, workers=2), files))
+    assert right >= 0.9 * len(files), f"default model read {right}/{len(files)}"
