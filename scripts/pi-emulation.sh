@@ -11,7 +11,7 @@
 #      when it is not mounted; fails loudly when aarch64 binaries cannot be run.
 #   2. rootfs: `mmdebstrap --arch=arm64 --variant=apt bookworm` with python3, venv, headers, gcc,
 #      cached under $CAPTCHA_EDGE_PI_CACHE (default ~/.cache/captcha-edge/pi-rootfs), keyed by the
-#      package list; a rerun reuses it.
+#      package list; a rerun reuses it (and ccache reuses the emulated Cython compile).
 #   3. inside the rootfs (chroot, in a private mount + pid namespace, so every mount and every
 #      emulated process goes away with it; QEMU_CPU=cortex-a72 = Pi 4, never qemu's `max`):
 #      a venv with OUR RUNTIME FROM THIS CHECKOUT, NO EXTRAS (the Cython decoder compiles on
@@ -20,7 +20,8 @@
 #      the bundled int8 model, raw int8 output tensors for bit-exactness, the int8/float32 invoke
 #      ratio (emulated), and a second venv with tflite-runtime 2.14 + numpy<2.
 #   4. host: the same raw int8 outputs from an x86 venv with the same ai-edge-litert version,
-#      compared element by element; decoded texts must match exactly.
+#      compared element by element (the count of differing values is printed); decoded texts, and
+#      `eval` counts over all the shared captchas, must match exactly.
 #
 # Environment:
 #   CAPTCHA_EDGE_SKIP_PI=1       skip everything (the skip is printed); nothing else skips.
