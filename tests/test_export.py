@@ -263,3 +263,22 @@ def test_unloadable_model_is_a_clear_error(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if ln.startswith("captcha-export: error:")]
     assert len(lines) == 1 and "cannot load the Keras model" in lines[0], err
     assert not (tmp_path / "o" / "model_float32.tflite").exists()
+
+
+def test_int8_float_output_and_synthetic_calibration(tmp_path, capsys):
+    """--int8-output float32 ends in one DEQUANTIZE; --calib-synthetic draws its images."""
+    out = tmp_path / "o"
+    code = main([str(FIXTURE_RUN), "--int8", "--int8-output", "float32", "--calib-synthetic",
+                 "20", "--no-verify", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "calibration: 20 images from 20 synthetic captchas" in captured.out
+    flat, meta = metadata.split((out / "model_int8.tflite").read_bytes())
+    assert meta["output_dtype"] == "float32" and meta["output_quant"] is None
+    assert meta["input_dtype"] == "uint8" and meta["accuracy"] is None
+    assert "synthetic" in meta["calibration"]["source"]
+    from captcha_edge.export import verify
+
+    ops = verify.op_report(flat)
+    assert [o["op"] for o in ops].count("DEQUANTIZE") == 1 and ops[-1]["op"] == "DEQUANTIZE"
+    assert verify.float_compute_ops(flat) == []
