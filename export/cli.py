@@ -334,7 +334,7 @@ def _pct(x: Optional[float]) -> str:
 def format_table(rows: List[Dict[str, Any]], keras_acc: Optional[float]) -> str:
     """The printed result table."""
     head = f"{'format':<8} {'size KB':>8} {'seq acc %':>9} {'CER %':>6} {'agree %':>8} " \
-           f"{'ms/img':>7}  file"
+           f"{'ms/call':>7}  file"
     lines = [head, "-" * len(head)]
     if keras_acc is not None:
         lines.append(f"{'keras':<8} {'':>8} {_pct(keras_acc):>9} {'':>6} {'100.00':>8} "
