@@ -28,7 +28,7 @@ say() { echo "check_runtime_venv: $*" >&2; }
 SAMPLE="$WORK/sample"
 mkdir -p "$SAMPLE"
 # 100 labelled images, copied so that the checks never write next to the shared set
-ls "$IMAGES" | grep -E '\.png$' | head -100 | while read -r f; do cp "$IMAGES/$f" "$SAMPLE/"; done
+ls "$IMAGES" | grep -E '\.png$' | sed -n '1,100p' | while read -r f; do cp "$IMAGES/$f" "$SAMPLE/"; done
 
 for mode in $MODES; do
     venv="$WORK/venv-$mode"
@@ -83,7 +83,7 @@ PY
 
     # 4. the bundled default model answers when present
     if "$venv/bin/python" -c "import sys; from captcha_edge import DEFAULT_MODEL as m; sys.exit(0 if m.is_file() else 1)"; then
-        "$venv/bin/captcha-edge" predict "$SAMPLE/$(ls "$SAMPLE" | head -1)" >/dev/null \
+        "$venv/bin/captcha-edge" predict "$SAMPLE/$(ls "$SAMPLE" | sed -n 1p)" >/dev/null \
             || fail "[$mode] predict with the bundled default model failed"
         say "[$mode] bundled default model: ok"
     else
