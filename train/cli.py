@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
-from . import data as D
-from .augment import AugmentConfig, parse_augment
-from .model import SIZES, ModelConfig
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) hides the progress lines;
+# keep warnings and errors only. Must be set before TensorFlow is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from . import data as D  # noqa: E402
+from .augment import AugmentConfig, parse_augment  # noqa: E402
+from .model import SIZES, ModelConfig  # noqa: E402
 
 EPILOG = """\
 examples:
