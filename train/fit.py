@@ -69,8 +69,15 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
     import tensorflow as tf
 
     if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        except RuntimeError:
+            # TensorFlow already ran an op in this process (train() called from a notebook or
+            # a test after other TF work): thread pools are fixed for the process's lifetime.
+            if tf.config.threading.get_intra_op_parallelism_threads() not in (0, threads):
+                print(f"warning: --threads {threads} ignored: TensorFlow is already initialised "
+                      "in this process", file=sys.stderr)
     gpus = tf.config.list_physical_devices("GPU")
     for g in gpus:
         try:
