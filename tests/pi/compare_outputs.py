@@ -20,7 +20,7 @@ def main(argv: list) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     a, b = (np.load(p) for p in argv)
-    tag = lambda d: f"{d['machine']} {d['backend']} {d['backend_version']}"  # noqa: E731
+    tag = lambda d: f"{d['machine']} {d['backend']} {d['backend_version']}"
     if list(a["names"]) != list(b["names"]):
         print(f"NOT COMPARABLE: the two files hold different images ({argv[0]} vs {argv[1]})")
         return 1

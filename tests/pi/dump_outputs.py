@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from captcha_edge import Recognizer
 from captcha_edge import metadata as _metadata
 from captcha_edge._backend import backend_version, get_interpreter_class

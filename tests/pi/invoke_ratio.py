@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from dump_outputs import feed, load  # same folder
-
 from captcha_edge.preprocess import to_array
+from dump_outputs import feed, load  # same folder
 
 
 def main(argv: list | None = None) -> int:
