@@ -38,7 +38,8 @@ else
 fi
 captcha-train "${data[@]}" --seed "$SEED" --size "$SIZE" --epochs "$EPOCHS" \
     --max-minutes "$MAX_MINUTES" --out "$RUN" --overwrite
-captcha-export "$RUN" --int8 --force
+# float32 too: the bundled float32 twin (faster on x86, and the Pi proof's int8/float32 ratio).
+captcha-export "$RUN" --formats int8,float32 --force
 
 model="$RUN/model_int8.tflite"
 size=$(stat -c %s "$model")
@@ -49,5 +50,7 @@ fi
 mkdir -p "$(dirname "$DEST")"
 cp "$model" "$DEST.tmp"
 mv "$DEST.tmp" "$DEST"
+cp "$RUN/model_float32.tflite" "${DEST%_int8.tflite}_float32.tflite.tmp"
+mv "${DEST%_int8.tflite}_float32.tflite.tmp" "${DEST%_int8.tflite}_float32.tflite"
 echo "make_default_model: $DEST ($size bytes) from $RUN" >&2
 captcha-edge info --model "$DEST"
