@@ -182,6 +182,12 @@ def decode_greedy(
         ImportError: ``engine="cython"`` but the extension is not built.
     """
     mod = _DEFAULT if engine is None else _engine(engine)
+    if type(blank) is int and blank == -1 and log_input is False:
+        # The common case (float32 model output, str alphabet, blank last) in one kernel call
+        # that checks, decodes and joins; None for anything else, which the path below handles.
+        text = mod.greedy_str(probs, alphabet)
+        if text is not None:
+            return text  # type: ignore[no-any-return]
     p = _validate.check_probs(probs, 2, log_input, _scan)
     symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
     return mod.greedy_text(p, b, symbols)  # type: ignore[no-any-return]

@@ -15,9 +15,17 @@ library's, which CPython's ``math`` module calls too). Conventions:
 """
 cimport numpy as cnp
 from libc.math cimport INFINITY, exp, log, log1p
-from libc.stdint cimport uint32_t
+from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+
+cdef extern from "Python.h":
+    # CPython's str internals (a str's characters are 1, 2 or 4 bytes wide).
+    int PyUnicode_KIND(object s)
+    void* PyUnicode_DATA(object s)
+    Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t i) nogil
+    object PyUnicode_FromKindAndData(int kind, const void* buf, Py_ssize_t size)
+    int PyUnicode_4BYTE_KIND
 
 cnp.import_array()
 
@@ -136,6 +144,93 @@ def greedy_text(cnp.ndarray p, int blank, tuple symbols):
     if buf != stackbuf:
         free(buf)
     return "".join(parts)
+
+
+cdef Py_ssize_t _greedy_bits(const uint32_t* x, Py_ssize_t T, Py_ssize_t C, int blank,
+                             int* out) noexcept nogil:
+    """:func:`_greedy_c` fused with :func:`scan`'s fast check, on the values' bit patterns.
+
+    Returns -1 (and ``out`` is garbage) unless every value is in ``[+0, +inf)``. When they all
+    are, a float's bit pattern orders like the float itself, so the argmax runs on integers:
+    the row maximum is a branch-free reduction (it vectorises) and the first index holding it
+    is the lowest index that ties, exactly as in :func:`_greedy_c`.
+    """
+    cdef Py_ssize_t i, t, c, n = 0, size = T * C
+    cdef int best, prev = -1
+    cdef uint32_t top = 0
+    cdef int32_t m, v
+    cdef const int32_t* row
+    for i in range(size):
+        top |= x[i] | (x[i] + 0x00800000u)
+    if top & 0x80000000u:
+        return -1
+    for t in range(T):
+        # Sign bits are clear now: signed 32-bit compares order the values, and the max is a
+        # branch-free reduction that vectorises (without SSE4.1). ``m`` starts at +0, which
+        # every value is >= to, so it ends equal to some value of the row and the search for
+        # its first occurrence stays inside the row.
+        row = <const int32_t*>(x + t * C)
+        m = 0
+        for c in range(C):
+            v = row[c]
+            m = v if v > m else m
+        best = 0
+        while row[best] != m:
+            best += 1
+        if best != prev and best != blank:
+            out[n] = best
+            n += 1
+        prev = best
+    return n
+
+
+def greedy_str(probs, alphabet):
+    """``decode_greedy(probs, alphabet)`` (blank last, probabilities) in one pass, or None.
+
+    The public call's fast path: when ``probs`` is a C-contiguous float32 ``(T, C)`` ndarray
+    with ``C >= 1``, ``alphabet`` a str of ``C - 1`` symbols and every value a probability in
+    ``[+0, +inf)`` (so ``_validate`` would accept them unchanged), returns the same text as
+    ``greedy_text(probs, C - 1, symbols)``. Anything else returns None and the caller takes the
+    validating path, which produces the results and errors; this function never raises for
+    bad input.
+    """
+    cdef cnp.ndarray p
+    cdef Py_ssize_t T, C, n, i
+    cdef int stackbuf[256]
+    cdef Py_UCS4 chars[256]
+    cdef int* buf = stackbuf
+    cdef Py_UCS4* text = chars
+    cdef int kind
+    cdef void* data
+    if type(probs) is not cnp.ndarray or type(alphabet) is not str:
+        return None
+    p = <cnp.ndarray>probs
+    if (cnp.PyArray_NDIM(p) != 2 or cnp.PyArray_TYPE(p) != cnp.NPY_FLOAT32
+            or not cnp.PyArray_IS_C_CONTIGUOUS(p)):
+        return None
+    T = cnp.PyArray_DIM(p, 0)
+    C = cnp.PyArray_DIM(p, 1)
+    if T == 0 or C == 0 or len(<str>alphabet) != C - 1:
+        return None
+    if T > 256:
+        buf = <int*>malloc(T * (sizeof(int) + sizeof(Py_UCS4)))
+        if buf == NULL:
+            raise MemoryError()
+        text = <Py_UCS4*>(buf + T)
+    n = _greedy_bits(<const uint32_t*>cnp.PyArray_DATA(p), T, C, <int>(C - 1), buf)
+    if n < 0:
+        if buf != stackbuf:
+            free(buf)
+        return None
+    kind = PyUnicode_KIND(alphabet)
+    data = PyUnicode_DATA(alphabet)
+    for i in range(n):
+        text[i] = PyUnicode_READ(kind, data, buf[i])
+    try:
+        return PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, text, n)
+    finally:
+        if buf != stackbuf:
+            free(buf)
 
 
 def greedy_detail(const float[:, ::1] p, int blank, bint is_log):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,25 @@ def greedy(p: npt.NDArray[np.float32], blank: int, is_log: bool) -> list[int]:
 def greedy_text(p: npt.NDArray[np.float32], blank: int, symbols: tuple[str, ...]) -> str:
     """:func:`greedy`, joined into text with ``symbols`` (one str per class)."""
     return "".join([symbols[i] for i in greedy(p, blank, False)])
+
+
+def greedy_str(probs: Any, alphabet: Any) -> str | None:
+    """``decode_greedy(probs, alphabet)`` (blank last, probabilities) in one call, or None.
+
+    The public call's fast path: when ``probs`` is a C-contiguous float32 ``(T, C)`` ndarray
+    with ``C >= 1``, ``alphabet`` a str of ``C - 1`` symbols and every value in ``[+0, +inf)``
+    (sign bit clear, finite: ``_validate`` would accept it unchanged), returns the text of
+    :func:`greedy_text` with the blank last. Anything else returns None and the caller takes
+    the validating path; this function never raises for bad input.
+    """
+    if type(probs) is not np.ndarray or type(alphabet) is not str:
+        return None
+    if (probs.dtype != np.float32 or probs.ndim != 2 or not probs.flags.c_contiguous
+            or probs.shape[0] == 0 or probs.shape[1] != len(alphabet) + 1):
+        return None
+    if np.signbit(probs).any() or not np.isfinite(probs).all():
+        return None
+    return greedy_text(probs, len(alphabet), (*alphabet, ""))
 
 
 def greedy_detail(
