@@ -181,7 +181,12 @@ def decode_greedy(
         TypeError, ValueError: bad ``probs``/``alphabet``/``blank`` (message names which).
         ImportError: ``engine="cython"`` but the extension is not built.
     """
-    mod = _DEFAULT if engine is None else _engine(engine)
+    if engine is None:
+        mod = _DEFAULT
+    else:  # a hit in ENGINES skips _engine's call (~0.1 µs, a fifteenth of the budget)
+        mod = ENGINES.get(engine) if type(engine) is str else None  # type: ignore[assignment]
+        if mod is None:
+            mod = _engine(engine)
     if type(blank) is int and blank == -1 and log_input is False:
         # The common case (float32 model output, str alphabet, blank last) in one kernel call
         # that checks, decodes and joins; None for anything else, which the path below handles.
