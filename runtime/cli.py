@@ -85,9 +85,10 @@ def _load(args: argparse.Namespace, model: str | None = None, num_threads: int |
     """Build the Recognizer (model errors propagate as ModelFormatError / ImportError)."""
     from .recognizer import Recognizer
 
+    if model is None and not isinstance(args.model, list):  # bench's --model is a list
+        model = args.model
     with _quiet_stderr():
-        return Recognizer(model if model is not None else args.model, num_threads=num_threads,
-                          backend=args.backend)
+        return Recognizer(model, num_threads=num_threads, backend=args.backend)
 
 
 def _decode_opts(args: argparse.Namespace) -> dict[str, Any]:

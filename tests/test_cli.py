@@ -280,6 +280,13 @@ def test_bench_two_models_side_by_side() -> None:
     assert "p50 / p95 / p99" in text and "CTC decode" in text and "img/s" in text
 
 
+def test_bench_without_model_uses_the_bundled_one() -> None:
+    res = cli("bench", "--n", "5", "--warmup", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    (r,) = json.loads(res.stdout)["results"]
+    assert r["format"] == "int8" and r["model"].endswith("default_int8.tflite")
+
+
 def test_bench_on_a_folder(shared: list[Path]) -> None:
     res = cli("bench", "-m", str(INT8), "--images", str(SHARED), "--n", "10", "--json")
     assert res.returncode == 0, res.stderr
