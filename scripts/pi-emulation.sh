@@ -7,8 +7,11 @@
 #   CAPTCHA_EDGE_SKIP_PI=1 scripts/pi-emulation.sh   # explicit skip (printed, exit 0)
 #
 # What it does, in order (each step prints a "==> " header; a summary comes last):
-#   1. host: apt-get installs qemu-user-static, binfmt-support, mmdebstrap; mounts binfmt_misc
-#      when it is not mounted; fails loudly when aarch64 binaries cannot be run.
+#   1. host: apt-get installs what a bare Debian/Ubuntu host lacks: qemu-user-static,
+#      binfmt-support, mmdebstrap, arch-test (mmdebstrap needs it for a foreign architecture; it is
+#      only a Recommends, so --no-install-recommends skipped it), python3-venv for the x86
+#      reference venv; mounts binfmt_misc when it is not mounted; fails loudly when aarch64
+#      binaries cannot be run.
 #   2. rootfs: `mmdebstrap --arch=arm64 --variant=apt bookworm` with python3, venv, headers, gcc,
 #      cached under $CAPTCHA_EDGE_PI_CACHE (default ~/.cache/captcha-edge/pi-rootfs), keyed by the
 #      package list; a rerun reuses it (and ccache reuses the emulated Cython compile).
@@ -192,12 +195,17 @@ in_use() {
   return 1
 }
 
-say "1/6 host: qemu-user-static, binfmt-support, mmdebstrap"
+# Every host package this script uses, named explicitly: nothing may come from a Recommends or
+# from having been installed by hand (scripts/bare-check.sh proves the list on a bare machine).
+HOST_PACKAGES=(qemu-user-static binfmt-support mmdebstrap arch-test)
+say "1/6 host: ${HOST_PACKAGES[*]}"
 need=()
-for pkg in qemu-user-static binfmt-support mmdebstrap; do
+for pkg in "${HOST_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
-command -v python3 >/dev/null && python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+# The x86 reference venv (step 6) is made with /usr/bin/python3 when there is one.
+HOST_PY=/usr/bin/python3; [[ -x "$HOST_PY" ]] || HOST_PY="$(command -v python3 || true)"
+[[ -n "$HOST_PY" ]] && "$HOST_PY" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if (( ${#need[@]} )); then
   echo "installing: ${need[*]}"
   apt-get update -q
@@ -205,7 +213,7 @@ if (( ${#need[@]} )); then
 else
   echo "already installed"
 fi
-dpkg-query -W -f='  ${Package} ${Version}\n' qemu-user-static binfmt-support mmdebstrap
+dpkg-query -W -f='  ${Package} ${Version}\n' "${HOST_PACKAGES[@]}"
 
 say "2/6 host: binfmt_misc for aarch64"
 if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
@@ -319,9 +327,8 @@ LITERT_VERSION="$(cat "$OUT/litert_version")"
 X86_VENV="$CACHE/x86-venv"
 X86_SRC="$(mktemp -d)"
 copy_checkout "$X86_SRC"
-PY=/usr/bin/python3; [[ -x "$PY" ]] || PY="$(command -v python3)"
 rm -rf "$X86_VENV"
-"$PY" -m venv "$X86_VENV"
+"$HOST_PY" -m venv "$X86_VENV"
 PIP_CACHE_DIR="$CACHE/pip-x86_64" PIP_ONLY_BINARY="$ONLY_BINARY" \
   "$X86_VENV/bin/pip" install -q "$X86_SRC" "ai-edge-litert==$LITERT_VERSION"
 "$X86_VENV/bin/python" -c 'import platform, sys; from importlib.metadata import version as v; print("  x86:", platform.machine(), sys.version.split()[0], "ai-edge-litert", v("ai-edge-litert"), "numpy", v("numpy"))'
