@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,11 +19,12 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import metadata as _metadata
+from .._common import CliParser, atomic_write, package_version
 from .formats import FORMATS, INT8_OUTPUTS, parse_formats
 from .runfolder import ExportError, ImageSet, Run, load_dir, load_split, open_run, synthetic
 
@@ -48,14 +48,9 @@ exit codes: 0 written (and verified); 1 a format failed or int8 lost more than -
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its choices come from the FORMATS table)."""
-    p = _Parser(prog="captcha-export",
+    p = CliParser(prog="captcha-export",
                 description="Export a captcha-train run folder to self-contained, verified "
                             ".tflite files (the metadata the runtime needs is embedded).",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,15 +167,6 @@ def _calibration(a: argparse.Namespace, run: Run) -> ImageSet:
         _warn(f"only {n} calibration images from {cal.origin}; {RECOMMENDED_CALIB}+ recommended "
               "for stable int8 ranges")
     return cal
-
-
-def _package_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("captcha-edge")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _die_with_parent() -> None:
@@ -312,21 +298,6 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
     return results
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
@@ -446,14 +417,14 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
                 # interpreter.reset_all_variables() before every invoke (docs/export.md).
                 "stateful": stateful,
                 "batch": a.batch, "source_run": str(run.path.resolve()),
-                "package_version": _package_version(), "accuracy": accuracy,
+                "package_version": package_version(), "accuracy": accuracy,
                 "calibration": ({"source": cal.origin, "images": len(cal.names)}
                                 if fmt == "int8" and cal is not None else None),
                 "route": a.route,
                 "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             data = _metadata.embed(flat, meta)
-            _write_atomic(targets[fmt], data)
+            atomic_write(targets[fmt], data)
             row["size_bytes"] = len(data)
             row["tflite_size"] = len(flat)
             rows.append(row)
@@ -483,7 +454,7 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
         "results": rows, "int8_drop_pp": drop, "max_drop_pp": a.max_drop,
         "exit_code": code, "seconds": round(time.monotonic() - t_start, 1),
     }
-    _write_atomic(report_path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
+    atomic_write(report_path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
     print(format_table(rows, keras_acc), flush=True)
     print(f"report: {report_path} ({time.monotonic() - t_start:.0f}s)", flush=True)
     for m in messages:

@@ -17,11 +17,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._common import IMAGE_SUFFIXES
 from ..errors import CaptchaEdgeError
 from ..preprocess import to_array
 
 REQUIRED_KEYS = ("charset", "blank", "preprocess", "input_shape", "time_steps", "model_config")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SYNTH = re.compile(r"synthetic:(\d+):seed=(-?\d+):length=(\d+)-(\d+)$")
 
 
@@ -174,7 +174,7 @@ def load_dir(folder: Path, recipe: Dict[str, Any], *, limit: int, seed: int = 0)
         raise ExportError(f"--calib-dir {folder}: no such folder")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ExportError(f"--calib-dir {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise ExportError(f"--calib-dir {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if limit < len(files):
         files = sorted(random.Random(seed).sample(files, limit))
     rows = [(p.relative_to(folder).as_posix(), None, p) for p in files]

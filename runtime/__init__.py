@@ -3,10 +3,11 @@
 Importing this package needs only numpy and Pillow; it never imports TensorFlow and prints
 nothing. The TFLite interpreter is imported when the first :class:`Recognizer` is built.
 """
+from ._common import package_version
 from .errors import CaptchaEdgeError, ImageError, ModelFormatError
 from .recognizer import DEFAULT_MODEL, Prediction, Recognizer
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from ._common import IMAGE_SUFFIXES
 from .errors import CaptchaEdgeError, ModelFormatError
 
 PROG = "captcha-edge"
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -113,9 +113,9 @@ def _expand(paths: Sequence[str]) -> list[tuple[str, Any]]:
                 out.append(("-", sys.stdin.buffer.read()))
         elif os.path.isdir(p):
             files = sorted(f for f in Path(p).iterdir()
-                           if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                exts = ", ".join(sorted(IMAGE_EXTS))
+                exts = ", ".join(sorted(IMAGE_SUFFIXES))
                 out.append((p, f"{p}: folder has no image files ({exts})"))
             out.extend((str(f), f) for f in files)
         elif not os.path.lexists(p) and glob.has_magic(p):
@@ -265,7 +265,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except re.error as exc:
         _err(f"error: --label-pattern {args.label_pattern!r}: invalid regular expression ({exc})")
         return EXIT_USAGE
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     labelled = [(f, _label(pattern, f)) for f in files]
     unlabelled = [f for f, lab in labelled if not lab]
     labelled = [(f, lab) for f, lab in labelled if lab]
@@ -446,7 +446,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             _err(f"error: --images {folder}: not a directory")
             return EXIT_USAGE
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)[:args.n]
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:args.n]
         if not files:
             _err(f"error: --images {folder}: no image files")
             return EXIT_USAGE

@@ -11,12 +11,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, NoReturn, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) hides the progress lines;
 # keep warnings and errors only. Must be set before TensorFlow is imported anywhere.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .._common import CliParser  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
 from .model import SIZES, ModelConfig  # noqa: E402
@@ -36,14 +37,8 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr, exit code 2 (argparse would print the whole usage first)."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="captcha-train", description=__doc__.splitlines()[0].split(": ", 1)[1],
+    p = CliParser(prog="captcha-train", description=__doc__.splitlines()[0].split(": ", 1)[1],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", type=Path, help="folder of labelled images (label = file stem)")

@@ -18,10 +18,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._common import IMAGE_SUFFIXES
 from ..errors import CaptchaEdgeError, ImageError
 from ..preprocess import to_array
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 #: More than this share of unreadable files stops the run: the folder is probably wrong.
 MAX_UNREADABLE = 0.05

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._common import package_version
 from . import ctc, report
 from .augment import AugmentConfig, augment_batch
 from .data import TrainDataError
@@ -351,7 +352,7 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
         **p.meta,
         "val_files": p.val_names,
         "train_files": p.train_names,
-        "package_version": _package_version(),
+        "package_version": package_version(),
         "keras": "keras3",
         "keras_version": keras.__version__,
         "mixed_precision": keras.mixed_precision.global_policy().name,
@@ -382,12 +383,3 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
     }
     report.write_json(o.out / "metrics.json", out)
     return out
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("captcha-edge")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"

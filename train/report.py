@@ -4,30 +4,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
+from .._common import atomic_write_with
+
 
 def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = "") -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
-
-    ``suffix`` keeps the extension some writers insist on (Keras wants ``.keras``/``.weights.h5``).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # some writers refuse to overwrite; they get a fresh name
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
+    atomic_write_with(path, write, suffix)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

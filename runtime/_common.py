@@ -1,0 +1,73 @@
+"""Small helpers every part of captcha_edge shares (one copy each): atomic writes, the set of
+image file suffixes, the installed package version, and the one-line-error argument parser.
+
+numpy/Pillow-free and TensorFlow-free, so the runtime, training, export and scripts can all
+import it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Union
+
+#: File suffixes (lower case) that folder expansion, training and calibration treat as images.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+#: The source-tree version; ``package_version()`` prefers the installed distribution's.
+SOURCE_VERSION = "0.1.0"
+
+
+def package_version() -> str:
+    """The installed ``captcha-edge`` version, else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("captcha-edge")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return SOURCE_VERSION
+
+
+def atomic_write_with(path: Union[str, Path], write: Callable[[Path], None],
+                      suffix: str = "") -> None:
+    """Call ``write(tmp)`` on a fresh temp name beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the whole new one, never half of it. ``suffix`` keeps the
+    extension some writers insist on (Keras wants ``.keras`` / ``.weights.h5``). The file gets
+    the permissions the umask allows (mkstemp alone would make it 0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # some writers refuse to overwrite; they get a fresh name
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
+    """Atomically write ``data`` (str is UTF-8 encoded) to ``path``."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    atomic_write_with(path, lambda p: p.write_bytes(raw))
+
+
+def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
+    """Atomically write ``obj`` as indented UTF-8 JSON with a final newline."""
+    atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
