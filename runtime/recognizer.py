@@ -24,7 +24,7 @@ from . import decoder as _decoder  # type: ignore[attr-defined]  # mypy cannot m
 from . import metadata as _metadata
 from ._backend import backend_version, get_interpreter_class
 from .errors import ModelFormatError
-from .preprocess import ImageSource, make_recipe, to_array
+from .preprocess import ImageSource, to_array
 
 #: The model shipped inside the package (trained and exported by scripts/make_default_model.sh).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default_int8.tflite"
@@ -122,16 +122,12 @@ class Recognizer:
         elif isinstance(model, (str, os.PathLike)):
             self.model_path = Path(model)
             name = str(self.model_path)
-            try:
-                data = self.model_path.read_bytes()
-            except OSError as exc:
-                raise ModelFormatError(f"{name}: cannot read model "
-                                       f"({exc.strerror or exc})") from None
+            data = _metadata.read_model(self.model_path)  # a regular file under the size cap
         else:
             raise TypeError(f"model must be a path, bytes or None; got {type(model).__name__}")
         self.name = name
         self.model_size = len(data)
-        self._flatbuffer, self.metadata = _metadata.split(data, name)
+        self._flatbuffer, self.meta = _metadata.load(data, name)
         self._read_metadata(name)
         self.num_threads = num_threads
         self.backend, self._interpreter_cls = get_interpreter_class(backend)
@@ -141,23 +137,13 @@ class Recognizer:
     # -- model --------------------------------------------------------------------------------
 
     def _read_metadata(self, name: str) -> None:
-        """Validate the metadata fields the runtime relies on."""
-        meta = self.metadata
-        try:
-            charset = meta["charset"]
-            if not isinstance(charset, str) or not charset or len(set(charset)) != len(charset):
-                raise ValueError(f"charset must be a non-empty string of distinct characters; "
-                                 f"got {charset!r}")
-            blank = int(meta.get("blank", len(charset)))
-            if blank not in (len(charset), -1):
-                raise ValueError(f"blank must be the last class ({len(charset)}); got {blank}")
-            recipe = make_recipe(**meta["preprocess"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{name}: invalid captcha_edge metadata ({exc}); "
-                                   "re-export it with `captcha-export`") from None
-        self.charset: str = charset
-        self.recipe: dict[str, Any] = recipe
-        self.input_size: tuple[int, int] = (recipe["height"], recipe["width"])
+        """Take what the runtime needs from the (already validated) metadata."""
+        meta = self.meta
+        #: The metadata as a plain dict (``ModelMeta.to_dict()``: defaults filled in).
+        self.metadata: dict[str, Any] = meta.to_dict()
+        self.charset: str = meta.charset
+        self.recipe: dict[str, Any] = dict(meta.preprocess)
+        self.input_size: tuple[int, int] = meta.input_size
 
     def _new_interpreter(self) -> Any:
         """Build and allocate one interpreter on the model's flatbuffer."""
@@ -193,6 +179,14 @@ class Recognizer:
         if len(oshape) != 3 or oshape[0] != 1 or oshape[2] != len(self.charset) + 1:
             raise ModelFormatError(f"{name}: output shape {list(oshape)} does not match a "
                                    f"charset of {len(self.charset)} symbols + blank")
+        meta = self.meta
+        if meta.time_steps is not None and meta.time_steps != oshape[1]:
+            raise ModelFormatError(f"{name}: output has {oshape[1]} frames but the metadata "
+                                   f"says time_steps {meta.time_steps}")
+        for what, d, said in (("input", i, meta.input_dtype), ("output", o, meta.output_dtype)):
+            if said is not None and np.dtype(d["dtype"]).name != said:
+                raise ModelFormatError(f"{name}: {what} tensor is {np.dtype(d['dtype']).name} "
+                                       f"but the metadata says {what}_dtype {said}")
         self.time_steps = oshape[1]
         self._in_shape = tuple(int(d) for d in i["shape"])
         i_scale, i_zero = i["quantization"]
