@@ -7,7 +7,6 @@ images it was neither trained nor calibrated on.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import zipfile
@@ -20,8 +19,8 @@ import numpy as np
 from .._common import IMAGE_SUFFIXES
 from ..errors import CaptchaEdgeError
 from ..preprocess import to_array
+from ..train.runinfo import RunInfo
 
-REQUIRED_KEYS = ("charset", "blank", "preprocess", "input_shape", "time_steps", "model_config")
 _SYNTH = re.compile(r"synthetic:(\d+):seed=(-?\d+):length=(\d+)-(\d+)$")
 
 
@@ -29,25 +28,30 @@ class ExportError(CaptchaEdgeError, ValueError):
     """A user error found by ``captcha-export``; the CLI prints it on one line and exits 2."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """A checked run folder."""
+    """A checked run folder: its ``model.keras`` and its validated ``model.json``."""
 
     path: Path
     model: Path
-    meta: Dict[str, Any]
+    info: RunInfo
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """``model.json`` as a plain dict."""
+        return self.info.to_dict()
 
     @property
     def charset(self) -> str:
-        return str(self.meta["charset"])
+        return self.info.charset
 
     @property
     def blank(self) -> int:
-        return int(self.meta["blank"])
+        return self.info.blank
 
     @property
     def recipe(self) -> Dict[str, Any]:
-        return dict(self.meta["preprocess"])
+        return dict(self.info.preprocess)
 
 
 @dataclass
@@ -89,18 +93,10 @@ def open_run(path: Path) -> Run:
             not any(n.endswith(".weights.h5") for n in names):
         raise ExportError(f"{model}: corrupt model file (missing or damaged config/weights)")
     try:
-        meta = json.loads(info.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{info}: not readable JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ExportError(f"{info}: expected a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ExportError(f"{info}: missing keys {', '.join(missing)}; re-run captcha-train")
-    if int(meta["blank"]) != len(meta["charset"]):
-        raise ExportError(f"{info}: blank must be len(charset) = {len(meta['charset'])}; "
-                          f"got {meta['blank']}")
-    return Run(path, model, meta)
+        run_info = RunInfo.read(info)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    return Run(path, model, run_info)
 
 
 def _sources(run: Run, data_dir: Optional[Path]) -> Tuple[Optional[Path], Optional[Path],
@@ -109,7 +105,7 @@ def _sources(run: Run, data_dir: Optional[Path]) -> Tuple[Optional[Path], Option
     folder: Optional[Path] = None
     labels: Optional[Path] = None
     synth: List[Tuple[int, int, int, int]] = []
-    for s in (run.meta.get("data") or {}).get("sources", []):
+    for s in run.info.data.get("sources", []):
         m = _SYNTH.match(str(s))
         if m:
             synth.append(tuple(int(g) for g in m.groups()))  # type: ignore[arg-type]
@@ -137,7 +133,7 @@ def _resolve(run: Run, names: Sequence[str], data_dir: Optional[Path],
         if folder is not None and not folder.is_dir():
             raise ExportError(f"data folder {folder} (from {run.path / 'model.json'}) not found; "
                               "pass --data-dir")
-        data = run.meta.get("data") or {}
+        data = run.info.data
         try:
             found = D.find_samples(folder, labels_file=labels_file,
                                    label_pattern=data.get("label_pattern"),
@@ -156,7 +152,7 @@ def load_split(run: Run, which: str, data_dir: Optional[Path], *, limit: Optiona
                seed: int = 0) -> ImageSet:
     """Load the run's ``"train"`` or ``"val"`` images (a seeded random ``limit`` of them)."""
     key = f"{which}_files"
-    names = list(run.meta.get(key) or [])
+    names = list(run.info.val_files if which == "val" else run.info.train_files)
     if not names:
         raise ExportError(f"{run.path / 'model.json'} lists no {key}; pass --calib-dir or "
                           "--calib-synthetic" if which == "train" else
@@ -186,7 +182,7 @@ def synthetic(n: int, run: Run, seed: int = 0) -> ImageSet:
     from ..train import data as D
 
     h, w = int(run.recipe["height"]), int(run.recipe["width"])
-    longest = int(run.meta.get("max_label_length") or 5)
+    longest = run.info.max_label_length or 5
     lengths = (max(1, min(4, longest)), longest)
     samples = D.synthetic_samples(n, run.charset, lengths, seed=10_000 + seed)
     rows = [(s.name, s.label, (lambda s=s: D.draw_synthetic(s, w, h))) for s in samples]

@@ -96,8 +96,17 @@ def _quant(key: str, value: Any) -> Optional[tuple[float, int]]:
     return float(value[0]), int(value[1])
 
 
-def _recipe(value: Any) -> Mapping[str, Any]:
-    """The preprocessing recipe, checked by ``make_recipe`` plus the types JSON could get wrong."""
+def check_recipe(value: Any) -> Mapping[str, Any]:
+    """A stored preprocessing recipe, checked: ``make_recipe`` plus the types JSON can get wrong.
+
+    Shared by :class:`ModelMeta` and the run folder's ``RunInfo`` (``captcha_edge.train``).
+
+    Returns:
+        The complete recipe as a read-only mapping.
+
+    Raises:
+        ValueError: naming the recipe key (``preprocess.background`` must be an int in 0..255).
+    """
     _check(isinstance(value, Mapping), "preprocess", "a JSON object (the to_array recipe)", value)
     for key in ("height", "width"):
         if key in value:
@@ -176,7 +185,7 @@ class ModelMeta:
                "a non-empty string of distinct characters", c)
         _check(_is_int(self.blank) and self.blank in (len(c), -1), "blank",
                f"the last class, {len(c)} (len(charset))", self.blank)
-        recipe = _recipe(self.preprocess)
+        recipe = check_recipe(self.preprocess)
         h, w = recipe["height"], recipe["width"]
         shape = (h, w, 1) if self.input_shape is None else self.input_shape
         _check(isinstance(shape, (list, tuple)) and len(shape) == 3 and all(map(_is_int, shape))
@@ -238,18 +247,26 @@ class ModelMeta:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict: every key (defaults filled in), then the ``extra`` keys."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            v = getattr(self, f.name)
-            if isinstance(v, Mapping):
-                v = dict(v)
-            elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
-        out.update(self.extra)
-        return out
+        return contract_dict(self)
+
+
+def contract_dict(obj: Any) -> dict[str, Any]:
+    """A contract dataclass as a JSON-ready dict: its fields (mappings -> dict, tuples -> list,
+    objects with ``to_dict`` -> their dict), then its ``extra`` mapping's keys."""
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        if f.name == "extra":
+            continue
+        v = getattr(obj, f.name)
+        if hasattr(v, "to_dict"):
+            v = v.to_dict()
+        elif isinstance(v, Mapping):
+            v = dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    out.update(obj.extra)
+    return out
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -423,5 +440,5 @@ def read_meta(path: PathLike) -> ModelMeta:
 
 
 __all__ = ["MAX_ARCHIVE_BYTES", "MAX_METADATA_BYTES", "MAX_MODEL_BYTES", "MEMBER",
-           "METADATA_VERSION", "MODEL_FORMATS", "TENSOR_DTYPES", "ModelMeta", "embed", "load",
+           "METADATA_VERSION", "MODEL_FORMATS", "TENSOR_DTYPES", "ModelMeta", "check_recipe", "embed", "load",
            "load_file", "read", "read_meta", "read_model", "split"]

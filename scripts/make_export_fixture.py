@@ -12,7 +12,6 @@ the very same training (calibration) and validation images with no data set on d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,6 +21,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARSET = "0123456789"
+
+
+def write_run_info(out: Path, cfg, recipe, train_s, val_s, *, sources, keras_version,
+                   fixture) -> None:
+    """model.json through RunInfo, the same contract captcha-train writes and export reads."""
+    from captcha_edge.train.runinfo import RunInfo
+
+    RunInfo(charset=CHARSET, blank=len(CHARSET), preprocess=recipe,
+            input_shape=(cfg.height, cfg.width, 1), time_steps=cfg.time_steps,
+            max_label_length=4, model_config=cfg,
+            data={"sources": sources, "train_count": len(train_s), "val_count": len(val_s)},
+            split={"method": "sha256(salt + name) < val_fraction", "val_fraction": 0.1,
+                   "salt": ""},
+            val_files=tuple(s.name for s in val_s), train_files=tuple(s.name for s in train_s),
+            package_version="fixture", keras="keras3", keras_version=keras_version,
+            extra={"fixture": fixture}).write(out / "model.json")
 
 
 def main() -> int:
@@ -85,19 +100,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         plain.save(Path(tmp) / "model.keras")
         os.replace(Path(tmp) / "model.keras", a.out / "model.keras")
-    meta = {
-        "charset": CHARSET, "blank": blank, "preprocess": recipe,
-        "input_shape": [cfg.height, cfg.width, 1], "time_steps": cfg.time_steps,
-        "max_label_length": 4, "model_config": cfg.to_dict(),
-        "data": {"sources": [f"synthetic:{a.count}:seed={a.seed}:length=4-4"],
-                 "train_count": len(train_s), "val_count": len(val_s)},
-        "split": {"method": "sha256(salt + name) < val_fraction", "val_fraction": 0.1, "salt": ""},
-        "val_files": [s.name for s in val_s], "train_files": [s.name for s in train_s],
-        "package_version": "fixture", "keras": "keras3", "keras_version": keras.__version__,
-        "fixture": {"script": "scripts/make_export_fixture.py", "epochs": a.epochs,
-                    "val_seq_acc": acc},
-    }
-    (a.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    write_run_info(a.out, cfg, recipe, train_s, val_s,
+                   sources=[f"synthetic:{a.count}:seed={a.seed}:length=4-4"],
+                   keras_version=keras.__version__,
+                   fixture={"script": "scripts/make_export_fixture.py", "epochs": a.epochs,
+                            "val_seq_acc": acc})
     size = sum(f.stat().st_size for f in a.out.iterdir())
     print(f"wrote {a.out} ({size / 1024:.0f} KB, {model.count_params()} parameters)")
     return 0

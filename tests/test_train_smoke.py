@@ -17,6 +17,7 @@ from captcha_edge.train import data as D
 from captcha_edge.train import fit
 from captcha_edge.train.cli import main
 from captcha_edge.train.model import ModelConfig, build_model, ctc_loss, pack_targets
+from captcha_edge.train.runinfo import RunInfo
 
 pytestmark = pytest.mark.tf
 
@@ -70,6 +71,7 @@ def test_smoke_train_interrupt_resume(tmp_path: Path, monkeypatch, capsys) -> No
 
     meta = json.loads((run / "model.json").read_text())
     assert CONTRACT_KEYS <= set(meta)
+    assert RunInfo.from_dict(meta).to_dict() == meta  # written through the contract
     assert meta["blank"] == len(meta["charset"])
     cfg = ModelConfig.from_dict(meta["model_config"])
     assert meta["input_shape"] == [50, 200, 1]

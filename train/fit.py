@@ -20,6 +20,7 @@ from . import ctc, report
 from .augment import AugmentConfig, augment_batch
 from .data import TrainDataError
 from .model import ModelConfig, build_model, ctc_loss, pack_targets
+from .runinfo import RunInfo
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -341,24 +342,15 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
     metrics, preds = evaluate(train_model, p.val_images, p.val_labels, val_targets, p.charset)
     report.atomic_write(o.out / "model.keras", lambda t: inference.save(str(t)), ".keras")
     cfg = p.model_config
-    model_json = {
-        "charset": p.charset,
-        "blank": len(p.charset),
-        "preprocess": p.recipe,
-        "input_shape": [cfg.height, cfg.width, 1],
-        "time_steps": cfg.time_steps,
-        "max_label_length": p.max_label_length,
-        "model_config": cfg.to_dict(),
-        **p.meta,
-        "val_files": p.val_names,
-        "train_files": p.train_names,
-        "package_version": package_version(),
-        "keras": "keras3",
-        "keras_version": keras.__version__,
-        "mixed_precision": keras.mixed_precision.global_policy().name,
-        "seed": o.seed,
-    }
-    report.write_json(o.out / "model.json", model_json)
+    RunInfo(
+        charset=p.charset, blank=len(p.charset), preprocess=p.recipe,
+        input_shape=(cfg.height, cfg.width, 1), time_steps=cfg.time_steps,
+        max_label_length=p.max_label_length, model_config=cfg,
+        data=p.meta.get("data") or {}, split=p.meta.get("split"),
+        val_files=tuple(p.val_names), train_files=tuple(p.train_names),
+        package_version=package_version(), keras="keras3", keras_version=keras.__version__,
+        mixed_precision=keras.mixed_precision.global_policy().name, seed=o.seed,
+    ).write(o.out / "model.json")
     if tracker.history:
         report.write_history(o.out / "history.csv", tracker.history)
         report.plot_curves(o.out / "curves.png", tracker.history)
