@@ -74,7 +74,7 @@ def run(job: Dict[str, Any]) -> int:
             if model is None:
                 model = convert.rebuild(src, job["model_config"], route=job["route"],
                                         batch=job["batch"])
-            data = convert.to_tflite(model, fmt, route=job["route"], calibration=calib,
+            data = convert.to_tflite(model, fmt, calibration=calib,
                                      batch=job["batch"], int8_output=job["int8_output"])
         except Exception as exc:
             lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]

@@ -5,6 +5,9 @@ validation images (numpy + Pillow), and hands the conversion to a child process
 (``_worker.py``) so that a native crash in the TFLite calibrator becomes a clear error naming the
 format. Then it verifies each file with ai-edge-litert, the runtime's interpreter, embeds the
 metadata and writes the result through a temporary file and a rename.
+
+:func:`export` runs four stages: :func:`plan` -> :func:`convert` -> :func:`inspect` ->
+:func:`package`. Nothing written carries an absolute path (``runfolder.portable_name``).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,8 +29,18 @@ import numpy as np
 
 from .. import metadata as _metadata
 from .._common import CliParser, atomic_write, package_version
+from ..metadata import ModelMeta
 from .formats import FORMATS, INT8_OUTPUTS, parse_formats
-from .runfolder import ExportError, ImageSet, Run, load_dir, load_split, open_run, synthetic
+from .runfolder import (
+    ExportError,
+    ImageSet,
+    Run,
+    load_dir,
+    load_split,
+    open_run,
+    portable_name,
+    synthetic,
+)
 
 MIN_CALIB = 10
 RECOMMENDED_CALIB = 100
@@ -247,8 +261,9 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
     log = work / "worker.log"
     deadline = time.monotonic() + a.timeout
     while todo or need_ref:
-        job = {"model": str(run.model), "keras": run.meta.get("keras", "keras3"),
-               "model_config": run.meta["model_config"], "route": a.route, "batch": a.batch,
+        job = {"model": str(run.model), "keras": run.info.keras,
+               "model_config": run.info.model_config.to_dict(), "route": a.route,
+               "batch": a.batch,
                "formats": todo, "calibration": str(calib) if calib else None,
                "reference": need_ref, "int8_output": a.int8_output, "workdir": str(work),
                "progress": str(progress)}
@@ -323,13 +338,42 @@ def format_table(rows: List[Dict[str, Any]], keras_acc: Optional[float]) -> str:
     return "\n".join(lines)
 
 
-def export(a: argparse.Namespace, formats: List[str]) -> int:
-    """Do the export described by the parsed arguments; return the exit code."""
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before TensorFlow runs: inputs checked and loaded, outputs named."""
+
+    args: argparse.Namespace
+    formats: List[str]
+    run: Run
+    out: Path
+    targets: Dict[str, Path]
+    report_path: Path
+    cal: Optional[ImageSet]  # int8 calibration images
+    val: Optional[ImageSet]  # labelled validation images (None with --no-verify)
+
+    @property
+    def val_labels(self) -> List[str]:
+        return [] if self.val is None else [str(x) for x in self.val.labels]
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What the conversion child produced: per format a done event or an error message."""
+
+    results: Dict[str, Any]
+    keras_probs: Optional[np.ndarray]  # the Keras model on the validation images
+    keras_acc: Optional[float]
+    keras_cer: Optional[float]
+
+
+def plan(a: argparse.Namespace, formats: List[str]) -> Plan:
+    """Stage 1: check the environment and the run folder, load the images, name the outputs.
+
+    Raises:
+        ExportError: anything the user must fix; nothing has been written yet.
+    """
     import importlib.util
 
-    from . import verify
-
-    t_start = time.monotonic()
     if importlib.util.find_spec("tensorflow") is None:
         raise ExportError('captcha-export needs TensorFlow: pip install "captcha-edge[train]"')
     if importlib.util.find_spec("ai_edge_litert") is None:
@@ -360,75 +404,89 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
     if val is not None:
         _say(a, f"verification: {len(val.names)} images from {val.origin}")
     out.mkdir(parents=True, exist_ok=True)
+    return Plan(a, formats, run, out, targets, report_path, cal, val)
 
-    with tempfile.TemporaryDirectory(prefix="captcha-export-") as tmp:
-        work = Path(tmp)
-        calib_file = None
-        if cal is not None:
-            calib_file = work / "calib.npy"
-            np.save(calib_file, cal.images)
-        ref = None
-        if val is not None:
-            np.save(work / "val.npy", val.images)
-            ref = {"images": str(work / "val.npy"), "out": str(work / "keras_probs.npy")}
-        results = _worker(a, run, formats, work, calib_file, ref, out / "export_worker.log")
-        keras_probs = np.load(work / "keras_probs.npy") if val is not None else None
-        keras_acc = keras_cer = None
-        if val is not None and keras_probs is not None:
-            keras_acc, keras_cer = verify.scores(keras_probs, [str(x) for x in val.labels],
-                                                 run.charset, run.blank)
-        rows: List[Dict[str, Any]] = []
-        for fmt in formats:
-            res = results.get(fmt)
-            if not isinstance(res, dict):
-                rows.append({"format": fmt, "error": str(res)})
-                continue
-            flat = Path(res["path"]).read_bytes()
-            io = verify.io_details(flat)
-            row: Dict[str, Any] = {"format": fmt, "path": str(targets[fmt]),
-                                   "convert_seconds": res["seconds"], **io}
-            ops = verify.op_report(flat)
-            row["ops"] = len(ops)
-            row["op_counts"] = dict(sorted(Counter(o["op"] for o in ops).items()))
-            if fmt == "int8":
-                bad = verify.float_compute_ops(flat)
-                row["float_compute_ops"] = bad
-                if bad:
-                    _warn(f"int8: float ops left in the model: {', '.join(sorted(set(bad)))}")
-            accuracy = None
-            stateful = verify.is_stateful(flat)
-            row["stateful"] = stateful
-            if val is not None:
-                _say(a, f"[{fmt}] verifying on {len(val.names)} validation images ...")
-                v = verify.evaluate(fmt, flat, len(flat), val.images,
-                                    [str(x) for x in val.labels], run.charset, run.blank,
-                                    keras_probs)
-                row["verification"] = v.to_dict()
-                accuracy = {"seq_acc": v.seq_acc, "cer": v.cer, "frame_agreement": v.agreement,
-                            "keras_seq_acc": keras_acc, "images": v.images,
-                            "split": "validation"}
-            meta = {
-                "charset": run.charset, "blank": run.blank, "preprocess": run.recipe,
-                "input_shape": list(run.meta["input_shape"]),
-                "time_steps": int(run.meta["time_steps"]), "format": fmt,
-                "input_dtype": io["input_dtype"], "output_dtype": io["output_dtype"],
-                "output_quant": io["output_quant"], "input_quant": io["input_quant"],
-                # True: the fused LSTM keeps its state in variable tensors, so a caller must run
-                # interpreter.reset_all_variables() before every invoke (docs/export.md).
-                "stateful": stateful,
-                "batch": a.batch, "source_run": str(run.path.resolve()),
-                "package_version": package_version(), "accuracy": accuracy,
-                "calibration": ({"source": cal.origin, "images": len(cal.names)}
-                                if fmt == "int8" and cal is not None else None),
-                "route": a.route,
-                "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            data = _metadata.embed(flat, meta)
-            atomic_write(targets[fmt], data)
-            row["size_bytes"] = len(data)
-            row["tflite_size"] = len(flat)
-            rows.append(row)
 
+def convert(p: Plan, work: Path) -> Converted:
+    """Stage 2: the TensorFlow child converts every format and runs the Keras reference."""
+    from . import verify
+
+    calib_file = None
+    if p.cal is not None:
+        calib_file = work / "calib.npy"
+        np.save(calib_file, p.cal.images)
+    ref = None
+    if p.val is not None:
+        np.save(work / "val.npy", p.val.images)
+        ref = {"images": str(work / "val.npy"), "out": str(work / "keras_probs.npy")}
+    results = _worker(p.args, p.run, p.formats, work, calib_file, ref,
+                      p.out / "export_worker.log")
+    if p.val is None:
+        return Converted(results, None, None, None)
+    keras_probs = np.load(work / "keras_probs.npy")
+    acc, cer = verify.scores(keras_probs, p.val_labels, p.run.charset, p.run.blank)
+    return Converted(results, keras_probs, acc, cer)
+
+
+def inspect(p: Plan, c: Converted, fmt: str, flat: bytes) -> Tuple[Dict[str, Any], Any]:
+    """Stage 3: one inspection of the file (tensors, ops, state), then the verification run.
+
+    Returns:
+        The report row so far and the :class:`verify.Verification` (None with --no-verify).
+    """
+    from . import verify
+
+    seen = verify.inspect(flat)
+    row: Dict[str, Any] = {"format": fmt, "path": p.targets[fmt].name,
+                           "convert_seconds": c.results[fmt]["seconds"], **seen.io}
+    row["ops"] = len(seen.ops)
+    row["op_counts"] = dict(sorted(Counter(o["op"] for o in seen.ops).items()))
+    if fmt == "int8":
+        bad = seen.float_compute_ops
+        row["float_compute_ops"] = bad
+        if bad:
+            _warn(f"int8: float ops left in the model: {', '.join(sorted(set(bad)))}")
+    row["stateful"] = seen.stateful
+    v = None
+    if p.val is not None:
+        _say(p.args, f"[{fmt}] verifying on {len(p.val.names)} validation images ...")
+        v = verify.evaluate(fmt, flat, len(flat), p.val.images, p.val_labels, p.run.charset,
+                            p.run.blank, c.keras_probs, stateful=seen.stateful)
+        row["verification"] = v.to_dict()
+    return row, v
+
+
+def package(p: Plan, c: Converted, fmt: str, flat: bytes, row: Dict[str, Any],
+            v: Any) -> None:
+    """Stage 4: embed the metadata (through ModelMeta) and write the file atomically."""
+    accuracy = None
+    if v is not None:
+        accuracy = {"seq_acc": v.seq_acc, "cer": v.cer, "frame_agreement": v.agreement,
+                    "keras_seq_acc": c.keras_acc, "images": v.images, "split": "validation"}
+    cal = p.cal if fmt == "int8" else None
+    meta = ModelMeta(
+        charset=p.run.charset, blank=p.run.blank, preprocess=p.run.recipe,
+        input_shape=p.run.info.input_shape, time_steps=p.run.info.time_steps, format=fmt,
+        input_dtype=row["input_dtype"], output_dtype=row["output_dtype"],
+        input_quant=row["input_quant"], output_quant=row["output_quant"],
+        # True: the fused LSTM keeps its state in variable tensors, so a caller must run
+        # interpreter.reset_all_variables() before every invoke (docs/export.md).
+        stateful=row["stateful"], batch=p.args.batch,
+        calibration=None if cal is None else {"source": cal.source, "images": len(cal.names)},
+        route=p.args.route, exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_run=portable_name(p.run.path), package_version=package_version(),
+        accuracy=accuracy,
+    )
+    data = _metadata.embed(flat, meta)
+    atomic_write(p.targets[fmt], data)
+    row["size_bytes"] = len(data)
+    row["tflite_size"] = len(flat)
+
+
+def _outcome(p: Plan, c: Converted, rows: List[Dict[str, Any]],
+             t_start: float) -> Tuple[int, List[str], Dict[str, Any]]:
+    """Exit code, closing messages and the export_report.json contents."""
+    a = p.args
     code = 0
     messages: List[str] = []
     failed = [r["format"] for r in rows if r.get("error")]
@@ -437,26 +495,53 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
         messages.append(f"failed: {', '.join(failed)}")
     int8 = next((r for r in rows if r["format"] == "int8" and not r.get("error")), None)
     drop = None
-    if int8 is not None and keras_acc is not None and "verification" in int8:
-        drop = 100 * (keras_acc - int8["verification"]["seq_acc"])
+    if int8 is not None and c.keras_acc is not None and "verification" in int8:
+        drop = 100 * (c.keras_acc - int8["verification"]["seq_acc"])
         if drop > a.max_drop:
             code = 1
             messages.append(f"int8 sequence accuracy is {drop:.2f} pp below the Keras model's "
                             f"(--max-drop {a.max_drop:g}); the file was written, check it "
                             "before shipping")
+    cal, val = p.cal, p.val
     report = {
-        "run": str(run.path.resolve()), "formats": formats, "route": a.route, "batch": a.batch,
-        "int8_output": a.int8_output,
-        "keras": None if keras_acc is None else {"seq_acc": keras_acc, "cer": keras_cer},
-        "calibration": None if cal is None else {"source": cal.origin, "images": cal.names,
+        "run": portable_name(p.run.path), "formats": p.formats, "route": a.route,
+        "batch": a.batch, "int8_output": a.int8_output,
+        "keras": None if c.keras_acc is None else {"seq_acc": c.keras_acc, "cer": c.keras_cer},
+        "calibration": None if cal is None else {"source": cal.source, "images": cal.names,
                                                   "seed": a.seed, "skipped": cal.skipped},
         "verification_images": None if val is None else len(val.names),
         "results": rows, "int8_drop_pp": drop, "max_drop_pp": a.max_drop,
         "exit_code": code, "seconds": round(time.monotonic() - t_start, 1),
     }
-    atomic_write(report_path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
-    print(format_table(rows, keras_acc), flush=True)
-    print(f"report: {report_path} ({time.monotonic() - t_start:.0f}s)", flush=True)
+    return code, messages, report
+
+
+def export(a: argparse.Namespace, formats: List[str]) -> int:
+    """Do the export described by the parsed arguments; return the exit code.
+
+    Four stages: :func:`plan` (no TensorFlow), :func:`convert` (the child process), then per
+    written format :func:`inspect` and :func:`package`; last the report.
+    """
+    t_start = time.monotonic()
+    p = plan(a, formats)
+    with tempfile.TemporaryDirectory(prefix="captcha-export-") as tmp:
+        c = convert(p, Path(tmp))
+        rows: List[Dict[str, Any]] = []
+        for fmt in formats:
+            res = c.results.get(fmt)
+            if not isinstance(res, dict):
+                rows.append({"format": fmt, "error": str(res)})
+                continue
+            flat = Path(res["path"]).read_bytes()
+            row, v = inspect(p, c, fmt, flat)
+            package(p, c, fmt, flat, row, v)
+            rows.append(row)
+    code, messages, report = _outcome(p, c, rows, t_start)
+    atomic_write(p.report_path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
+    shown = [{**r, "path": str(p.targets[r["format"]])} if not r.get("error") else r
+             for r in rows]
+    print(format_table(shown, c.keras_acc), flush=True)
+    print(f"report: {p.report_path} ({time.monotonic() - t_start:.0f}s)", flush=True)
     for m in messages:
         print(f"captcha-export: {m}", file=sys.stderr, flush=True)
     return code

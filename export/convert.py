@@ -63,14 +63,6 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
     return model
 
 
-def _converter(model: Any, route: str) -> Any:
-    import tensorflow as tf
-
-    # Both flavours go through from_keras_model: TF 2.21 accepts Keras 3 models there, and for
-    # them the concrete-function route left READ_VARIABLE ops that the calibrator cannot run.
-    return tf.lite.TFLiteConverter.from_keras_model(model)
-
-
 def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List[np.ndarray]]]:
     """A representative_dataset over uint8 (N, H, W) images, fed as float32 raw 0..255 batches."""
     def gen() -> Iterator[List[np.ndarray]]:
@@ -79,14 +71,17 @@ def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List
     return gen
 
 
-def to_tflite(model: Any, fmt: str, *, route: str, calibration: Optional[np.ndarray] = None,
+def to_tflite(model: Any, fmt: str, *, calibration: Optional[np.ndarray] = None,
               batch: int = 1, int8_output: str = "int8") -> bytes:
     """Convert a rebuilt model to the TFLite flatbuffer of format ``fmt``.
+
+    The route only decides how :func:`rebuild` builds the graph; both flavours then convert the
+    same way (``from_keras_model``: TF 2.21 accepts Keras 3 models there, and for them the
+    concrete-function route left READ_VARIABLE ops that the calibrator cannot run).
 
     Args:
         model: from :func:`rebuild`.
         fmt: a key of :data:`captcha_edge.export.formats.FORMATS`.
-        route: the route ``model`` was rebuilt with.
         calibration: uint8 (N, H, W) images; required for ``int8``.
         batch: the model's static batch size.
         int8_output: ``"int8"`` (quantized softmax; scale/zero point go into the metadata) or
@@ -97,7 +92,7 @@ def to_tflite(model: Any, fmt: str, *, route: str, calibration: Optional[np.ndar
     """
     import tensorflow as tf
 
-    conv = _converter(model, route)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if fmt == "float32":
         pass
     elif fmt == "float16":

@@ -7,6 +7,7 @@ images it was neither trained nor calibrated on.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import zipfile
@@ -61,8 +62,21 @@ class ImageSet:
     names: List[str]
     labels: List[Optional[str]]
     images: np.ndarray
-    skipped: List[str] = field(default_factory=list)
-    origin: str = ""
+    skipped: List[str] = field(default_factory=list)  # "<sample name>: <problem>"
+    origin: str = ""  # for messages: where the images came from, paths as the user gave them
+    source: str = ""  # the same for metadata and reports: no absolute path (portable_name)
+
+
+def portable_name(path: Path) -> str:
+    """How a path may be stored in metadata and reports: never an absolute path of this machine.
+
+    A relative path without ``..`` stays as given (``runs/site-a``); anything else becomes the
+    last component of the resolved path (``/data/runs/site-a`` -> ``site-a``).
+    """
+    p = Path(path)
+    if p.parts and not p.is_absolute() and ".." not in p.parts:
+        return p.as_posix()
+    return p.resolve().name or p.as_posix()
 
 
 def open_run(path: Path) -> Run:
@@ -174,7 +188,8 @@ def load_dir(folder: Path, recipe: Dict[str, Any], *, limit: int, seed: int = 0)
     if limit < len(files):
         files = sorted(random.Random(seed).sample(files, limit))
     rows = [(p.relative_to(folder).as_posix(), None, p) for p in files]
-    return _load(rows, recipe, origin=f"--calib-dir {folder}")
+    return _load(rows, recipe, origin=f"--calib-dir {folder}",
+                 source=f"--calib-dir {portable_name(folder)}")
 
 
 def synthetic(n: int, run: Run, seed: int = 0) -> ImageSet:
@@ -190,7 +205,7 @@ def synthetic(n: int, run: Run, seed: int = 0) -> ImageSet:
 
 
 def _load(rows: Sequence[Tuple[str, Optional[str], Any]], recipe: Dict[str, Any],
-          origin: str) -> ImageSet:
+          origin: str, source: Optional[str] = None) -> ImageSet:
     from ..errors import ImageError
 
     names: List[str] = []
@@ -204,10 +219,14 @@ def _load(rows: Sequence[Tuple[str, Optional[str], Any]], recipe: Dict[str, Any]
         try:
             arrays.append(to_array(src() if callable(src) else src, recipe))
         except (ImageError, OSError) as exc:
-            skipped.append(str(exc))
+            msg, where = str(exc), os.fspath(src) if isinstance(src, (str, os.PathLike)) else ""
+            # Name the sample, not the path: the list goes into export_report.json.
+            skipped.append(name + msg[len(where):] if where and msg.startswith(where)
+                           else f"{name}: {msg}")
             continue
         names.append(name)
         labels.append(label)
     h, w = int(recipe["height"]), int(recipe["width"])
     images = np.stack(arrays) if arrays else np.zeros((0, h, w), np.uint8)
-    return ImageSet(names, labels, images, skipped, origin)
+    return ImageSet(names, labels, images, skipped, origin,
+                    origin if source is None else source)

@@ -84,7 +84,8 @@ def test_all_formats_written_and_verified(exported):
     assert [r["format"] for r in report["results"]] == list(FORMATS)
     for r in report["results"]:
         assert not r.get("error"), r
-        assert Path(r["path"]).is_file()
+        assert r["path"] == f"model_{r['format']}.tflite"  # relative to the report's folder
+        assert (out / r["path"]).is_file()
         assert r["verification"]["images"] == report["verification_images"] > 0
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
 
@@ -199,11 +200,55 @@ def test_metadata_round_trips_without_tensorflow(exported):
     for key in ("charset", "blank", "preprocess", "input_shape", "time_steps"):
         assert meta[key] == run[key], key
     assert meta["format"] == "int8" and meta["input_dtype"] == "uint8"
-    assert meta["source_run"] == str(FIXTURE_RUN.resolve())
+    assert meta["source_run"] == FIXTURE_RUN.name  # given as an absolute path: its name only
     int8 = next(r for r in report["results"] if r["format"] == "int8")
     assert meta["accuracy"]["seq_acc"] == int8["verification"]["seq_acc"]
     assert meta["calibration"]["images"] == 100
     assert meta["tflite_size"] + 22 < path.stat().st_size
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def test_no_absolute_path_in_metadata_or_report(exported):
+    """The fixture run and --out were given as absolute paths; nothing written repeats them."""
+    out, _, report = exported
+    written = [report] + [metadata.read(out / f"model_{f}.tflite") for f in FORMATS]
+    for obj in written:
+        for text in _strings(obj):
+            assert not Path(text).is_absolute(), text
+            assert str(ROOT) not in text and str(out) not in text, text
+    assert report["run"] == FIXTURE_RUN.name
+
+
+def test_reported_ops_are_the_files_own_and_the_route_keeps_the_fused_lstm(exported):
+    """op_counts lists exactly the ops the interpreter finds; the tf_keras route means one fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM per direction and no unrolled recurrence."""
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import OpResolverType
+
+    out, _, report = exported
+    assert report["route"] == "tf_keras"
+    for r in report["results"]:
+        it, meta = _interpreter(out / r["path"], experimental_op_resolver_type=OpResolverType
+                                .BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        counts = Counter(op["op_name"] for op in it._get_ops_details())
+        assert r["op_counts"] == dict(counts) and r["ops"] == sum(counts.values()), r["format"]
+        assert meta["route"] == "tf_keras"
+        assert counts["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 2, (r["format"], counts)
+        # unrolled, each of the T steps of both directions would add its own matmuls
+        assert counts["FULLY_CONNECTED"] < meta["time_steps"], (r["format"], counts)
+        assert r["stateful"] is meta["stateful"] is True
 
 
 def test_calibration_never_uses_validation_images(exported):
