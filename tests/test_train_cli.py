@@ -157,3 +157,28 @@ def test_help_has_examples(capsys) -> None:
         main(["--help"])
     assert exc.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_size_presets_grow_in_every_part() -> None:
+    """small <= base <= large for each conv block, the dense projection and the LSTM."""
+    from captcha_edge.train.model import SIZES
+
+    order = ["small", "base", "large"]
+    assert sorted(SIZES) == sorted(order)
+    for a, b in zip(order, order[1:]):
+        assert all(x <= y for x, y in zip(SIZES[a]["filters"], SIZES[b]["filters"])), (a, b)
+        assert SIZES[a]["dense"] <= SIZES[b]["dense"] and SIZES[a]["rnn"] <= SIZES[b]["rnn"]
+        assert SIZES[a] != SIZES[b]
+
+
+def test_help_states_the_frames_the_defaults_give(capsys: pytest.CaptureFixture) -> None:
+    """--help's frame arithmetic matches the defaults: width / --time-pool, 25 at 200 / 8."""
+    from captcha_edge.train.cli import build_parser
+    from captcha_edge.train.model import ModelConfig
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    width, pool = actions["width"].default, actions["time_pool"].default
+    assert "frames = width / --time-pool" in actions["width"].help
+    assert "width/4" not in actions["width"].help
+    frames = ModelConfig(num_classes=2, width=width, time_pool=pool).time_steps
+    assert f"default {pool}: {frames} frames at width {width}" in actions["time_pool"].help

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("input and model")
     g.add_argument("--height", type=int, default=50, help="model input height (default 50)")
     g.add_argument("--width", type=int, default=200,
-                   help="model input width, a multiple of 4 (default 200; frames = width/4)")
+                   help="model input width, a multiple of --time-pool (default 200; "
+                        "frames = width / --time-pool)")
     g.add_argument("--resize", choices=("stretch", "pad"), default="stretch",
                    help="stretch to the input size, or keep the aspect ratio and pad (mixed widths)")
     g.add_argument("--resample", default="bilinear",

@@ -1,12 +1,12 @@
-"""CTC helpers for training-time evaluation: greedy decoding, edit distance, confusions (numpy).
+"""CTC for training: the loss (TensorFlow, imported only when called) and the evaluation
+helpers (numpy): greedy decoding, edit distance, confusions.
 
-These exist so training needs nothing from the runtime decoder (which is built separately); the
-blank is the last class, as everywhere in captcha_edge.
+The blank is the last class, as everywhere in captcha_edge.
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -74,3 +74,31 @@ def confusions(truths: Sequence[str], preds: Sequence[str], top: int = 10) -> Li
         if t != p:
             c.update(edit_ops(t, p)[1])
     return [{"truth": a, "pred": b, "count": k} for (a, b), k in c.most_common(top)]
+
+
+# -- the loss (training graph only) -------------------------------------------------------------
+
+
+def pack_targets(codes: Any, lengths: Any) -> Any:
+    """Pack labels for :func:`ctc_loss`: column 0 = length, then the padded class indices."""
+    return np.concatenate([np.asarray(lengths, np.int32)[:, None],
+                           np.asarray(codes, np.int32)], axis=1)
+
+
+def ctc_loss(y_true: Any, y_pred: Any) -> Any:
+    """Per-sample CTC loss; ``y_true`` from :func:`pack_targets`, ``y_pred`` logits (N, T, C).
+
+    Uses sparse labels so TensorFlow runs its native CTC kernel (blank = last class).
+    """
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, tf.int32)  # Keras hands targets over cast to the loss dtype
+    logits = tf.cast(y_pred, tf.float32)
+    lengths, codes = y_true[:, 0], y_true[:, 1:]
+    mask = tf.sequence_mask(lengths, maxlen=tf.shape(codes)[1])
+    idx = tf.where(mask)
+    sparse = tf.SparseTensor(idx, tf.gather_nd(codes, idx), tf.shape(codes, out_type=tf.int64))
+    batch, frames = tf.shape(logits)[0], tf.shape(logits)[1]
+    return tf.nn.ctc_loss(labels=sparse, logits=logits, label_length=None,
+                          logit_length=tf.fill([batch], frames), logits_time_major=False,
+                          blank_index=-1)

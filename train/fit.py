@@ -18,8 +18,9 @@ import numpy as np
 from .._common import package_version
 from . import ctc, report
 from .augment import AugmentConfig, augment_batch
+from .ctc import ctc_loss, pack_targets
 from .data import TrainDataError
-from .model import ModelConfig, build_model, ctc_loss, pack_targets
+from .model import ModelConfig, build_model
 from .runinfo import RunInfo
 
 CHECKPOINT_DIR = "checkpoint"
