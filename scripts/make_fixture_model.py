@@ -2,8 +2,9 @@
 
 A real model, not a fake: train/model.py's inference graph (shrunk to a few thousand weights),
 trained for a short while (--epochs, CTC loss via tf_keras) on the shared captcha_images_v2 set
-when it is there (random weights otherwise), converted by tf.lite to full int8 with uint8
-raw-pixel input, with captcha_edge metadata embedded. It is small and weak on purpose: tests use
+when it is there (random weights otherwise), saved as a run folder and exported by the real
+``captcha-export`` (full int8, uint8 raw-pixel input, int8 output, metadata through ModelMeta),
+so the runtime tests run on exactly what export writes. It is small and weak on purpose: tests use
 it for the mechanics (loading, quantization, preprocessing, decoding, CLI, errors) and need only
 outputs that depend on the image, never high accuracy.
 
@@ -76,32 +77,43 @@ def train(cfg, recipe, data_dir: Path, epochs: int, seed: int):
     return model.get_weights()
 
 
-def convert(model, recipe, int8: bool, calib_dir: Path | None) -> bytes:
-    import numpy as np
-    import tensorflow as tf
-    from captcha_edge.preprocess import to_array
+def export_fixture(model, cfg, recipe, calib_dir: Path | None, formats: list[str],
+                   out: Path) -> None:
+    """Write a run folder for ``model`` and run the real ``captcha-export`` on it.
 
-    h, w = recipe["height"], recipe["width"]
-    paths = sorted(calib_dir.glob("*.png"))[:32] if calib_dir and calib_dir.is_dir() else []
+    The run folder's model.json goes through RunInfo, as captcha-train writes it; the fixture
+    files are then exactly what captcha-export writes by default (int8 output tensor, metadata
+    through ModelMeta), only copied to ``out/tiny_<format>.tflite``.
+    """
+    import tempfile
 
-    def representative():
-        rng = np.random.default_rng(0)
-        for p in paths:
-            yield [to_array(p, recipe).astype("float32")[None, :, :, None]]
-        for _ in range(max(0, 16 - len(paths))):
-            yield [rng.integers(0, 256, (1, h, w, 1)).astype("float32")]
-        # make sure the calibrated input range covers the full 0..255
-        yield [np.zeros((1, h, w, 1), "float32")]
-        yield [np.full((1, h, w, 1), 255, "float32")]
+    from captcha_edge._common import atomic_write, package_version
+    from captcha_edge.export.cli import main as export_main
+    from captcha_edge.train.runinfo import RunInfo
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.uint8
-    return conv.convert()
+    images = sorted(calib_dir.glob("*.png")) if calib_dir and calib_dir.is_dir() else []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "tiny_fixture_run"  # the metadata's source_run is this name
+        run.mkdir()
+        model.save(str(run / "model.keras"))
+        RunInfo(charset=CHARSET, blank=len(CHARSET), preprocess=recipe,
+                input_shape=(cfg.height, cfg.width, 1), time_steps=cfg.time_steps,
+                max_label_length=max((len(p.stem) for p in images), default=5),
+                model_config=cfg,
+                data={"sources": [str(calib_dir)] if images else []},
+                train_files=tuple(p.name for p in images), val_files=(),
+                package_version=package_version(), keras="tf_keras").write(run / "model.json")
+        # Trained on every image (a fixture for mechanics, not accuracy): nothing is held out,
+        # so no verification; calibration from the training images (or synthetic ones).
+        calib = ["--calib-size", "100"] if images else ["--calib-synthetic", "50"]
+        rc = export_main([str(run), "--formats", ",".join(formats), "--out", str(run / "out"),
+                          "--no-verify", "--quiet", *calib])
+        if rc != 0:
+            raise SystemExit(f"captcha-export failed with exit code {rc}")
+        for fmt in formats:
+            dest = out / f"tiny_{fmt}.tflite"
+            atomic_write(dest, (run / "out" / f"model_{fmt}.tflite").read_bytes())
+            print(f"{dest} ({dest.stat().st_size} bytes)", file=sys.stderr)
 
 
 def main() -> int:
@@ -114,36 +126,12 @@ def main() -> int:
                     default=ROOT.parent / "shared" / "data" / "captcha_images_v2")
     args = ap.parse_args()
 
-    from captcha_edge import __version__
-    from captcha_edge.metadata import embed
-
     cfg, model, recipe = build(args.seed)
     if args.epochs and args.calib.is_dir():
         model.set_weights(train(cfg, recipe, args.calib, args.epochs, args.seed))
-    formats = [("int8", True)] + ([("float32", False)] if args.float32 else [])
     args.out.mkdir(parents=True, exist_ok=True)
-    for fmt, int8 in formats:
-        flat = convert(model, recipe, int8, args.calib)
-        meta = {
-            "charset": CHARSET,
-            "blank": len(CHARSET),
-            "preprocess": recipe,
-            "input_shape": [cfg.height, cfg.width, 1],
-            "time_steps": cfg.time_steps,
-            "format": fmt,
-            "input_dtype": "uint8" if int8 else "float32",
-            "output_dtype": "uint8" if int8 else "float32",
-            "output_quant": None,  # the runtime reads the real one from the interpreter
-            "source_run": f"scripts/make_fixture_model.py --seed {args.seed} --epochs "
-                          f"{args.epochs} (tiny test fixture)",
-            "package_version": __version__,
-            "accuracy": None,
-        }
-        dest = args.out / f"tiny_{fmt}.tflite"
-        tmp = dest.with_suffix(".tmp")
-        tmp.write_bytes(embed(flat, meta))
-        tmp.replace(dest)
-        print(f"{dest} ({dest.stat().st_size} bytes)", file=sys.stderr)
+    formats = ["int8"] + (["float32"] if args.float32 else [])
+    export_fixture(model, cfg, recipe, args.calib if args.epochs else None, formats, args.out)
     return 0
 
 

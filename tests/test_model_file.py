@@ -430,3 +430,32 @@ def test_fuzz_metadata_zip_bytes(edits: list[tuple[int, int, str]], cut: int) ->
         assert str(exc).startswith("fuzz.tflite: ") and "\n" not in str(exc)
         return
     assert flat == FLAT
+
+
+# -- the bundled models -------------------------------------------------------------------------
+
+def _strings(obj: Any) -> Any:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("name", ["default_int8.tflite", "default_float32.tflite"])
+def test_bundled_model_metadata_is_complete_and_carries_no_absolute_path(name: str) -> None:
+    from captcha_edge import DEFAULT_MODEL
+
+    path = DEFAULT_MODEL.parent / name
+    if not path.is_file():
+        pytest.skip(f"no bundled {name}")
+    _, meta = metadata.load_file(path)
+    d = meta.to_dict()
+    assert meta.source_run == "runs/default-model"  # as scripts/make_default_model.sh names it
+    assert not meta.extra and meta.format == name[len("default_"):-len(".tflite")]
+    for text in _strings(d):
+        assert not Path(text).is_absolute(), text
