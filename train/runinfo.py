@@ -85,7 +85,7 @@ class RunInfo:
         cfg = self.model_config
         if isinstance(cfg, Mapping):
             try:
-                cfg = ModelConfig.from_dict(cfg)
+                cfg = ModelConfig.from_dict(dict(cfg))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"'model_config': {exc}") from None
         _check(isinstance(cfg, ModelConfig), "model_config", "a ModelConfig or its dict", cfg)
