@@ -401,7 +401,7 @@ def test_fuzz_metadata_through_the_recognizer(changes: list[tuple[str, Any]]) ->
     except ModelFormatError as exc:
         assert "\n" not in str(exc)
         return
-    assert rec.charset == META.charset  # only keys the tensors cannot contradict may change
+    assert len(rec.charset) == len(META.charset)  # the output tensor fixes the class count
     assert isinstance(rec.predict(GOOD / "2b4cd.png"), str)
 
 
