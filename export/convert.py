@@ -64,10 +64,18 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
 
 
 def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List[np.ndarray]]]:
-    """A representative_dataset over uint8 (N, H, W) images, fed as float32 raw 0..255 batches."""
+    """A representative_dataset over uint8 (N, H, W) images, fed as float32 raw 0..255 batches.
+
+    Two more batches, all black and all white, make the calibrated input range exactly 0..255:
+    the uint8 input then has scale 1 and zero point 0, so a device feeds the raw grey levels
+    (calibration images that never reach 0 or 255 would otherwise give a scale like 254/255).
+    """
     def gen() -> Iterator[List[np.ndarray]]:
         for i in range(0, len(images) - batch + 1, batch):
             yield [images[i:i + batch, :, :, None].astype(np.float32)]
+        shape = (batch, *images.shape[1:], 1)
+        yield [np.zeros(shape, np.float32)]
+        yield [np.full(shape, 255.0, np.float32)]
     return gen
 
 

@@ -167,6 +167,7 @@ def test_int8_has_no_float_compute_op(exported):
     assert "DEQUANTIZE" not in {op["op_name"] for op in ops}  # int8 output: nothing to undo
     i, o = it.get_input_details()[0], it.get_output_details()[0]
     assert i["dtype"] == np.uint8 and list(i["shape"]) == [1, 32, 96, 1]
+    assert i["quantization"] == (1.0, 0) and meta["input_quant"] == [1.0, 0]  # raw grey levels
     assert o["dtype"] == np.int8
     assert meta["input_dtype"] == "uint8" and meta["output_dtype"] == "int8"
     assert meta["output_quant"] == [pytest.approx(o["quantization"][0]), o["quantization"][1]]

@@ -187,3 +187,15 @@ def test_docs_table_matches_formats():
     if not doc.is_file():
         pytest.skip("docs/export.md not present")
     assert markdown_table() in doc.read_text(encoding="utf-8")
+
+
+def test_representative_data_spans_the_full_input_range():
+    """Calibration ends with an all-0 and an all-255 batch: the uint8 input gets scale 1."""
+    from captcha_edge.export.convert import representative
+
+    images = np.full((5, 4, 6), 100, np.uint8)
+    batches = [b[0] for b in representative(images, 2)()]
+    assert [b.shape for b in batches] == [(2, 4, 6, 1)] * 4
+    assert all(b.dtype == np.float32 for b in batches)
+    assert (batches[0] == 100).all() and (batches[1] == 100).all()
+    assert batches[2].max() == 0 and batches[3].min() == 255
