@@ -199,3 +199,53 @@ def test_representative_data_spans_the_full_input_range():
     assert all(b.dtype == np.float32 for b in batches)
     assert (batches[0] == 100).all() and (batches[1] == 100).all()
     assert batches[2].max() == 0 and batches[3].min() == 255
+
+
+def test_inspect_builds_one_inspection_interpreter_and_package_writes_model_meta(
+        tmp_path, monkeypatch):
+    """inspect + package on a real flatbuffer (the tiny runtime fixture), no TensorFlow:
+    one interpreter inspects the file, one verifies it, and the written metadata is ModelMeta's."""
+    import argparse
+    import dataclasses
+
+    from captcha_edge import metadata
+    from captcha_edge.export import cli, verify
+    from captcha_edge.export.runfolder import ImageSet, Run
+    from captcha_edge.train.model import ModelConfig
+    from captcha_edge.train.runinfo import RunInfo
+
+    flat, fixture = metadata.load((ROOT / "tests" / "data" / "tiny_int8.tflite").read_bytes())
+    h, w = fixture.input_size
+    cfg = ModelConfig(num_classes=len(fixture.charset) + 1, height=h, width=w, size="small")
+    info = RunInfo(charset=fixture.charset, blank=fixture.blank, preprocess=fixture.preprocess,
+                   input_shape=(h, w, 1), time_steps=cfg.time_steps, model_config=cfg)
+    run_dir = tmp_path / "runs" / "site-a"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, h, w), dtype=np.uint8)
+    val = ImageSet(["a", "b", "c"], ["23", "45", "67"], images, origin="val", source="val")
+    args = argparse.Namespace(batch=1, route="tf_keras", quiet=True)
+    p = cli.Plan(args, ["int8"], Run(run_dir, run_dir / "model.keras", info), tmp_path / "o",
+                 {"int8": tmp_path / "o" / "model_int8.tflite"}, tmp_path / "o" / "r.json",
+                 None, val)
+    keras_probs = rng.random((3, cfg.time_steps, len(fixture.charset) + 1), dtype=np.float32)
+    c = cli.Converted({"int8": {"seconds": 1.5}}, keras_probs, 0.5, 0.25)
+    built = []
+    real = verify.interpreter
+    monkeypatch.setattr(verify, "interpreter", lambda *a, **k: built.append(k) or real(*a, **k))
+
+    row, v = cli.inspect(p, c, "int8", flat)
+    assert [k.get("delegates", True) for k in built] == [False, True]  # inspect, then verify
+    assert row["path"] == "model_int8.tflite" and row["convert_seconds"] == 1.5
+    assert row["input_dtype"] == "uint8" and row["output_dtype"] == "int8"
+    assert row["float_compute_ops"] == [] and row["ops"] == sum(row["op_counts"].values())
+    assert v.images == 3 and row["verification"] == v.to_dict()
+
+    monkeypatch.chdir(tmp_path)
+    p = dataclasses.replace(p, run=Run(Path("runs/site-a"), run_dir / "model.keras", info))
+    cli.package(p, c, "int8", flat, row, v)
+    got_flat, meta = metadata.load_file(tmp_path / "o" / "model_int8.tflite")
+    assert got_flat == flat and row["tflite_size"] == len(flat)
+    assert meta.source_run == "runs/site-a" and meta.route == "tf_keras" and meta.batch == 1
+    assert meta.format == "int8" and meta.stateful is row["stateful"]
+    assert meta.accuracy["keras_seq_acc"] == 0.5 and meta.accuracy["images"] == 3
+    assert meta.output_quant == tuple(row["output_quant"]) and meta.calibration is None

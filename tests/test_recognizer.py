@@ -72,9 +72,17 @@ def test_reads_everything_from_metadata(rec: Recognizer) -> None:
     assert rec.time_steps == meta["time_steps"]
     assert rec.backend == "ai-edge-litert"
     info = rec.info()
-    assert info["input"]["dtype"] == "uint8" and info["output"]["dtype"] == "uint8"
+    # the fixture is what captcha-export writes by default: uint8 raw-pixel input, int8 output
+    assert info["input"]["dtype"] == meta["input_dtype"] == "uint8"
+    assert info["output"]["dtype"] == meta["output_dtype"] == "int8"
+    scale, zero = meta["output_quant"]
+    assert info["output"]["quantization"] == [pytest.approx(scale), zero]
     assert info["tflite_size"] < info["file_size"] == INT8.stat().st_size
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in info["ops"] or "FULLY_CONNECTED" in info["ops"]
+    # export's default route keeps the fused bidirectional LSTM: one op per direction and only
+    # the two dense layers (an unrolled LSTM would add FULLY_CONNECTED ops for every frame)
+    assert meta["route"] == "tf_keras"
+    assert info["ops"]["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 2
+    assert info["ops"]["FULLY_CONNECTED"] == 2
 
 
 def test_model_from_bytes_equals_from_path(rec: Recognizer) -> None:
