@@ -156,7 +156,7 @@ def recognize_all(rec: Any, items: Sequence[Input], opts: dict[str, Any], thread
             pred = rec.recognize(_open(item), **opts)
         except CaptchaEdgeError as exc:
             msg = str(exc).replace("<stdin>", STDIN) if item.name == STDIN else str(exc)
-            res["error"] = msg if item.name and msg.startswith(item.name) else \
+            res["error"] = msg if msg.startswith(_label(item.name)) else \
                 f"{_label(item.name)}: {msg}"
         except Exception as exc:  # noqa: BLE001 -- one odd input must not end the batch
             res["error"] = f"{_label(item.name)}: {type(exc).__name__}: {exc}"
