@@ -371,7 +371,7 @@ EXAMPLES = {
       --min-length 4 --max-length 6 --threads 2 captchas/
 output: one line per image "path<TAB>text" (errors on stderr, one line each), or with --json
   {"path": ..., "text": ..., "confidence": ..., "error": null}; control characters and
-  non-UTF-8 bytes in names are shown escaped (\n, \udcff), so one image is one line
+  non-UTF-8 bytes in names are shown escaped (\\n, \\udcff), so one image is one line
 folders: their image files; entries that are not regular files are reported, one line each
 exit status: 0 all read, 1 some inputs failed (the others are still answered),
   2 usage or model error""",
