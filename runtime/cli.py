@@ -191,9 +191,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--label-pattern {args.label_pattern!r}: invalid regular expression "
                          f"({exc})") from None
     listed = [i for i in expand([str(folder)]) if i.name != str(folder)]
-    labelled = [(i, _label(pattern, i.name)) for i in listed]
-    unlabelled = [i for i, lab in labelled if not lab]
-    labelled = [(i, lab) for i, lab in labelled if lab]
+    found = [(i, _label(pattern, i.name)) for i in listed]
+    unlabelled = [i for i, lab in found if not lab]
+    labelled = [(i, lab) for i, lab in found if lab]
     if args.limit:
         labelled = labelled[:args.limit]
     if not any(i.error is None for i, _ in labelled):
@@ -287,13 +287,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         pngs = synthetic_pngs(min(args.n, 64), (200, 50))
         source = f"{len(pngs)} synthetic 200x50 PNGs"
     results = []
-    for m in models:
-        rec = _load(m, args.backend)
+    for model in models:
+        rec = _load(model, args.backend)
         opts = _checked_opts(rec, args)
-        results.append(bench_model(
-            lambda threads, m=m, rec=rec: rec if threads is None else _load(m, args.backend,
-                                                                              threads),
-            pngs, n=args.n, warmup=args.warmup, threads=args.threads, decode_opts=opts))
+
+        def load(threads: int | None, model: str | None = model, rec: Any = rec) -> Any:
+            return rec if threads is None else _load(model, args.backend, threads)
+
+        results.append(bench_model(load, pngs, n=args.n, warmup=args.warmup,
+                                   threads=args.threads, decode_opts=opts))
     if args.json:
         print(json_line({"images": source, "n": args.n, "results": results}))
         return EXIT_OK
