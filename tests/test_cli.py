@@ -29,11 +29,14 @@ BAD_PROBLEMS = {
 
 
 def cli(*args: str, stdin: bytes = b"", cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``captcha-edge`` as a user would (``python -m`` so the test venv's copy is used)."""
+    """Run ``captcha-edge`` as a user would (``python -m`` so the test venv's copy is used).
+
+    Warnings keep their defaults (no ``PYTHONWARNINGS=ignore``): a stray one on stderr must fail
+    the tests that expect one line per bad input.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run([sys.executable, "-m", "captcha_edge.cli", *args], check=False,
-                          input=stdin,
-                          capture_output=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          input=stdin, capture_output=True, cwd=cwd, timeout=300, env=env)
 
 
 def out_lines(res: subprocess.CompletedProcess) -> list[str]:
