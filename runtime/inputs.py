@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Callable, Optional, Union
 
 from ._common import IMAGE_SUFFIXES
 from .errors import CaptchaEdgeError
+from .preprocess import MAX_STREAM_BYTES
 
 #: Shown instead of ``<stdin>`` in messages: the name the user typed.
 STDIN = "-"
@@ -98,7 +99,10 @@ def expand(args: Sequence[str], stdin: Optional[BinaryIO] = None) -> list[Input]
                 out.append(Input(STDIN, error=f"{STDIN}: stdin can be given only once"))
             else:
                 stdin_used = True
-                out.append(Input(STDIN, stdin.read() if stdin is not None else b""))
+                data = stdin.read(MAX_STREAM_BYTES + 1) if stdin is not None else b""
+                out.append(Input(STDIN, data) if len(data) <= MAX_STREAM_BYTES else
+                           Input(STDIN, error=f"{STDIN}: more than {MAX_STREAM_BYTES} bytes on "
+                                              "stdin; not a captcha image"))
         elif p and os.path.isdir(p):
             try:
                 names = [str(Path(p) / e) for e in os.listdir(p)]

@@ -117,6 +117,8 @@ def _open_path(path: str, name: str) -> Any:
         raise ImageError(f"{name}: no such file{why}") from None
     except OSError as exc:  # name too long, symlink loop, permission denied, ...
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # an embedded NUL, a surrogate the file system cannot encode
+        raise ImageError(f"{name}: not a usable path ({exc})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(f"{name}: is a directory, not an image")
     if stat.S_ISREG(st.st_mode):

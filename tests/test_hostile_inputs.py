@@ -220,6 +220,12 @@ def test_overlong_path_component_is_image_error(rec: Recognizer) -> None:
         rec.predict("x" * 300 + ".png")
 
 
+@pytest.mark.parametrize("path", ["a\x00b.png", "lone\ud800.png"], ids=["nul", "surrogate"])
+def test_unusable_path_string_is_image_error(rec: Recognizer, path: str) -> None:
+    with pytest.raises(ImageError, match=r"not a usable path|no such file"):
+        rec.predict(path)
+
+
 # -- finding 9: silent answers where an error is due ---------------------------------------------
 
 @pytest.mark.parametrize("size", [(0, 0), (0, 50), (96, 0)])
@@ -342,6 +348,15 @@ def test_garbage_on_stdin_is_named_not_a_bytesio(scratch: Path, rec: Recognizer)
     with pytest.raises(ImageError, match=r"^<stdin>: not a readable image") as info:
         rec.predict(buf)
     assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
+
+
+def test_endless_stdin_is_capped(scratch: Path) -> None:
+    from captcha_edge.preprocess import MAX_STREAM_BYTES
+
+    res = cli("predict", "-m", str(INT8), "-", cwd=scratch, stdin=bytes(MAX_STREAM_BYTES + 10))
+    assert res.returncode == 1
+    assert res.stderr.decode().splitlines() == [
+        f"captcha-edge: -: more than {MAX_STREAM_BYTES} bytes on stdin; not a captcha image"]
 
 
 def test_text_mode_file_is_a_clear_type_error(rec: Recognizer) -> None:
