@@ -281,7 +281,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         files = [i.name for i in expand([str(folder)]) if i.error is None][:args.n]
         if not files:
             raise UsageError(f"--images {folder}: no image files")
-        pngs = [Path(f).read_bytes() for f in files]
+        try:
+            pngs = [Path(f).read_bytes() for f in files]
+        except OSError as exc:
+            raise UsageError(f"--images {exc.filename}: cannot read ({exc.strerror})") from None
         source = f"{len(pngs)} images from {folder}"
     else:
         pngs = synthetic_pngs(min(args.n, 64), (200, 50))
