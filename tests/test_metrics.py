@@ -74,6 +74,8 @@ def test_old_names_lead_to_the_metrics_module() -> None:
     probs = _onehot([[0, 2, 0, 1]], 3)
     assert ctc.greedy_decode(probs, "ab") == metrics.greedy_texts(probs, "ab") == ["aab"]
     assert ctc.edit_ops is metrics.edit_ops and ctc.score is metrics.score
+    diverged = np.full((1, 4, 3), np.nan, np.float32)
+    assert ctc.greedy_decode(diverged, "ab") == ["a"]  # all-zero frames: first class, merged
     assert ctc.confusions(["mn", "mm"], ["nn", "nm"]) == [{"truth": "m", "pred": "n", "count": 2}]
     assert verify.edit_distance is metrics.edit_distance
     assert verify.greedy(np.array([0, 0, 2, 0, 1]), "ab", 2) == "aab"

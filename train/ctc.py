@@ -17,8 +17,13 @@ __all__ = ["confusions", "edit_ops", "greedy_decode", "score"]
 
 
 def greedy_decode(probs: np.ndarray, charset: str) -> List[str]:
-    """Best path for a batch: ``probs`` (N, T, C) with blank = C - 1 -> N strings."""
-    return metrics.greedy_texts(probs, charset, blank=-1)
+    """Best path for a batch: ``probs`` (N, T, C) with blank = C - 1 -> N strings.
+
+    A diverged model's NaN/inf outputs are scored (as 0 / 1) instead of stopping the epoch's
+    evaluation: its accuracy then shows what happened.
+    """
+    finite = np.nan_to_num(np.asarray(probs, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return metrics.greedy_texts(finite, charset, blank=-1)
 
 
 def confusions(truths: Sequence[str], preds: Sequence[str], top: int = 10) -> List[Dict[str, object]]:
