@@ -179,7 +179,7 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca.crt"
 SHARED=""
 [[ -d "$REPO/../shared" ]] && SHARED="$(cd "$REPO/../shared" && pwd)"
-echo "copied $(cd "$ROOT$GUEST_REPO" && find . -type f | wc -l) files; ../shared: ${SHARED:+mounted read-only}${SHARED:-absent}"
+echo "copied $(cd "$ROOT$GUEST_REPO" && find . -type f | wc -l) files; ../shared: $([[ -n "$SHARED" ]] && echo "mounted read-only at /work/shared" || echo absent)"
 
 say "4/4 inside the bare rootfs: $STEPS"
 export ROOT CACHE SHARED STEPS GUEST_REPO
