@@ -231,7 +231,7 @@ cdef Py_ssize_t _greedy_detail_c(const float* x, Py_ssize_t T, Py_ssize_t C, int
                                  double* logp) noexcept nogil:
     """Best path into ``labels``/``confs`` and its log-probability into ``logp[0]``; returns
     the number of labels (see :func:`greedy_detail`)."""
-    cdef Py_ssize_t t, c, n = 0
+    cdef Py_ssize_t t, n = 0
     cdef int best, prev = -1
     cdef float m
     cdef double lp = 0.0, conf
@@ -575,8 +575,6 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
     cdef double zero = NEG_INF if is_log else 0.0
     cdef double lb, v, base, pb, pnb, tot
     cdef const float* row
-    cdef int* tmpi
-    cdef double* tmpd
 
     for c in range(C):
         w.lstamp[c] = -1
@@ -686,18 +684,10 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
             w.nb_pb[pos] = w.s_pb[slot]
             w.nb_pnb[pos] = w.s_pnb[slot]
             w.nb_tot[pos] = w.s_tot[slot]
-        tmpi = w.b_node
-        w.b_node = w.nb_node
-        w.nb_node = tmpi
-        tmpd = w.b_pb
-        w.b_pb = w.nb_pb
-        w.nb_pb = tmpd
-        tmpd = w.b_pnb
-        w.b_pnb = w.nb_pnb
-        w.nb_pnb = tmpd
-        tmpd = w.b_tot
-        w.b_tot = w.nb_tot
-        w.nb_tot = tmpd
+        w.b_node, w.nb_node = w.nb_node, w.b_node
+        w.b_pb, w.nb_pb = w.nb_pb, w.b_pb
+        w.b_pnb, w.nb_pnb = w.nb_pnb, w.b_pnb
+        w.b_tot, w.nb_tot = w.nb_tot, w.b_tot
         nb = count
         if nb == 0:
             break
