@@ -70,7 +70,7 @@ class DecodeOptions:
         """Refuse options that a model with this ``charset`` (blank last) and ``time_steps``
         output frames can never satisfy: ``allowed`` characters outside the charset, and a
         ``min_length`` above ``T`` (T frames of CTC output emit at most T characters)."""
-        _validate.check_allowed(self.allowed, (*charset, ""), len(charset))
+        _validate.check_allowed(self.allowed, (*charset, ""), len(charset), "model's charset")
         if time_steps is not None and self.min_length is not None:
             _validate.check_min_length(self.min_length, time_steps)
 

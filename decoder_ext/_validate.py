@@ -169,9 +169,12 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 
 def check_allowed(
-    allowed: Allowed | None, syms: tuple[str, ...], blank: int
+    allowed: Allowed | None, syms: tuple[str, ...], blank: int, symbols_name: str = "alphabet"
 ) -> tuple[int, ...] | None:
-    """Turn ``allowed`` (symbols or class indices) into sorted non-blank class indices."""
+    """Turn ``allowed`` (symbols or class indices) into sorted non-blank class indices.
+
+    ``symbols_name`` names ``syms`` in the message for unknown symbols ("alphabet", or e.g.
+    "model's charset" for a recognizer)."""
     if allowed is None:
         return None
     items: Sequence[Any]
@@ -193,7 +196,9 @@ def check_allowed(
         names = [s for i, s in enumerate(syms) if i != blank]
         shown = "".join(names) if all(len(s) == 1 for s in names) else names
         missing = "".join(unknown) if all(len(s) == 1 for s in unknown) else unknown
-        raise ValueError(f"allowed contains {missing!r}, which the alphabet {shown!r} lacks")
+        raise ValueError(
+            f"allowed contains {missing!r}, which the {symbols_name} {shown!r} cannot emit"
+        )
     classes = set()
     for item in items:
         if isinstance(item, str):

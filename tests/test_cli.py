@@ -144,7 +144,7 @@ def test_decoder_options_reach_the_decoder(shared: list[Path]) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--allowed", "XYZ"], "allowed contains 'XYZ', which the alphabet"),
+    (["--allowed", "XYZ"], "allowed contains 'XYZ', which the model's charset '"),
     (["--beam-width", "0"], "expected a positive integer"),
     (["--min-length", "5", "--max-length", "2"], "max_length must be >= min_length (5); got 2"),
     (["--min-length", "100"], "min_length must be <= T="),  # more than T frames can emit

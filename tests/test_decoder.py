@@ -472,9 +472,10 @@ GOOD = from_path("-ab-", "abc")
          r"max_length must be >= min_length"),
         (decode_beam, {"prune": 1.5}, ValueError, r"prune must be in \[0, 1\)"),
         (decode_beam, {"prune": "high"}, TypeError, r"prune must be a float"),
-        (decode_beam, {"allowed": "az"}, ValueError, r"^allowed contains 'z', which the alphabet 'abc' lacks$"),
+        (decode_beam, {"allowed": "az"}, ValueError,
+         r"^allowed contains 'z', which the alphabet 'abc' cannot emit$"),
         (decode_beam, {"allowed": ["a", "yy", "z"]}, ValueError,
-         r"^allowed contains \['yy', 'z'\], which the alphabet 'abc' lacks$"),
+         r"^allowed contains \['yy', 'z'\], which the alphabet 'abc' cannot emit$"),
         (decode_beam, {"allowed": [3]}, ValueError, r"allowed contains the blank index 3"),
         (decode_beam, {"allowed": [7]}, ValueError, r"allowed contains class index 7"),
         (decode_beam, {"allowed": ""}, ValueError, r"allowed is empty"),
@@ -633,7 +634,9 @@ def test_max_beam_width_is_allowed_and_one_more_is_not(engine: str) -> None:
     widest = beam_search(p, "abc", beam_width=MAX_BEAM_WIDTH, prune=None, engine=engine)
     assert widest[0].text == "ab"
     assert {b.labels for b in widest} == set(oracle(p, 3))  # the beam kept every labelling
-    with pytest.raises(ValueError, match=rf"beam_width must be <= MAX_BEAM_WIDTH \({MAX_BEAM_WIDTH}\)"):
+    too_wide = (rf"^beam_width must be <= MAX_BEAM_WIDTH \({MAX_BEAM_WIDTH}\); "
+                rf"got {MAX_BEAM_WIDTH + 1}$")
+    with pytest.raises(ValueError, match=too_wide):
         beam_search(p, "abc", beam_width=MAX_BEAM_WIDTH + 1, engine=engine)
 
 
@@ -666,13 +669,15 @@ def test_decode_options_width_never_widens_silently() -> None:
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"beam_width": 0}, ValueError, r"^beam_width must be >= 1; got 0$"),
-    ({"beam_width": 1025}, ValueError, r"^beam_width must be <= MAX_BEAM_WIDTH \(1024\); got 1025$"),
+    ({"beam_width": 1025}, ValueError,
+     r"^beam_width must be <= MAX_BEAM_WIDTH \(1024\); got 1025$"),
     ({"beam_width": 2.0}, TypeError, r"^beam_width must be an int; got float$"),
     ({"beam_width": True}, TypeError, r"^beam_width must be an int; got bool$"),
     ({"top_k": 0}, ValueError, r"^top_k must be >= 1; got 0$"),
     ({"top_k": 2000}, ValueError, r"^top_k must be <= MAX_BEAM_WIDTH \(1024\); got 2000$"),
     ({"min_length": -1}, ValueError, r"^min_length must be >= 0; got -1$"),
-    ({"min_length": 3, "max_length": 2}, ValueError, r"^max_length must be >= min_length \(3\); got 2$"),
+    ({"min_length": 3, "max_length": 2}, ValueError,
+     r"^max_length must be >= min_length \(3\); got 2$"),
     ({"max_length": "5"}, TypeError, r"^max_length must be an int; got str$"),
     ({"allowed": ""}, ValueError, r"^allowed is empty; pass None to allow every symbol$"),
     ({"allowed": ["a"]}, TypeError, r"^allowed must be a str of characters or None; got list$"),
@@ -691,7 +696,8 @@ def test_decode_options_numpy_ints_become_ints() -> None:
 
 def test_decode_options_checked_against_a_model() -> None:
     DecodeOptions(allowed="ab", min_length=12).check_model("abc", time_steps=12)
-    with pytest.raises(ValueError, match=r"^allowed contains 'xz', which the alphabet 'abc' lacks$"):
+    unknown = r"^allowed contains 'xz', which the model's charset 'abc' cannot emit$"
+    with pytest.raises(ValueError, match=unknown):
         DecodeOptions(allowed="axz").check_model("abc", time_steps=12)
     with pytest.raises(ValueError, match=r"^min_length must be <= T=12, .*; got 13$"):
         DecodeOptions(min_length=13).check_model("abc", time_steps=12)

@@ -202,7 +202,7 @@ def test_instance_defaults_apply_and_calls_override() -> None:
     ({"beam_width": 10**7}, r"^beam_width must be <= MAX_BEAM_WIDTH \(1024\); got 10000000$"),
     ({"min_length": 5, "max_length": 3}, r"^max_length must be >= min_length \(5\); got 3$"),
     ({"allowed": ""}, r"^allowed is empty"),
-    ({"allowed": "AZ"}, r"^allowed contains 'AZ', which the alphabet '.*' lacks$"),
+    ({"allowed": "AZ"}, r"^allowed contains 'AZ', which the model's charset '.*' cannot emit$"),
     ({"min_length": 10**4}, r"^min_length must be <= T=\d+, .*; got 10000$"),
 ])
 def test_bad_decoding_options(rec: Recognizer, kwargs: dict, match: str) -> None:
