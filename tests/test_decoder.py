@@ -362,6 +362,8 @@ def test_batches_match_per_sample(engine: str, num_threads: int) -> None:
     empty = np.zeros((0, 25, 20), np.float32)
     assert decode_greedy_batch(empty, syms, engine=engine) == []
     assert beam_search_batch(empty, syms, engine=engine) == []
+    assert greedy_search_batch(empty, syms, engine=engine, num_threads=2) == []
+    assert decode_beam_batch(empty, syms, engine=engine, num_threads=2) == []
 
 
 @pytest.fixture
