@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import decoder as _decoder  # type: ignore[attr-defined]  # mypy cannot map package_dir
+from . import decoder as _decoder
 
 EditOp = tuple[str, str]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -72,7 +72,7 @@ def _name(src: Any) -> str:
 def _fail(name: str, problem: str, exc: BaseException) -> ImageError:
     """An ImageError naming the file, the problem and (one line of) what the decoder said."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, Image.UnidentifiedImageError):
+    if isinstance(exc, UnidentifiedImageError):
         detail = "cannot identify image file"  # PIL's text repeats the name or a BytesIO repr
     elif not isinstance(exc, (OSError, ValueError, SyntaxError)):
         detail = f"{type(exc).__name__}: {detail}"

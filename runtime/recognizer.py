@@ -20,7 +20,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import decoder as _decoder  # type: ignore[attr-defined]  # mypy cannot map package_dir
+from . import decoder as _decoder
 from . import metadata as _metadata
 from ._backend import backend_version, get_interpreter_class
 from .errors import ModelFormatError
