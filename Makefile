@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= -q
 
-.PHONY: venv test test-ext test-pure bench bench-smoke demo default-model lint clean pi
+.PHONY: venv test test-ext test-pure bench bench-smoke demo default-model lint clean pi bare-check
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -30,8 +30,15 @@ bench: venv
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
+# ruff, then mypy --strict over the assembled captcha_edge package (scripts/typecheck.sh).
 lint:
 	$(BIN)/ruff check runtime decoder_ext train export tests benchmarks
+	MYPY=$(abspath $(BIN))/mypy bash scripts/typecheck.sh
+
+# Bare-machine proof (root): README's commands in a bookworm amd64 rootfs with only README's
+# packages; the last result is kept in benchmarks/results/bare-check.json. Not part of CI (time).
+bare-check:
+	BARE_RESULT=benchmarks/results/bare-check.json bash scripts/bare-check.sh
 
 clean:
 	rm -rf build dist *.egg-info decoder_ext/_ctc_cy.c decoder_ext/*.so
