@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--route", choices=("tf_keras", "unroll"), default="tf_keras",
                    help="how the graph is rebuilt for conversion: tf_keras keeps the fused LSTM "
                         "op (default); unroll unrolls it into plain ops (see docs/export.md)")
+    # -- int8 routes and diagnosis (export/routes.py, export/diagnose.py) --
+    g.add_argument("--int8-route", choices=("auto", "plain"), default="auto",
+                   help="auto (default): when the plain int8 model loses more than --max-drop, "
+                        "try the next integer routes (docs/export.md) and keep the first that "
+                        "holds, else the best; plain: only the plain route")
+    g.add_argument("--diagnose", action="store_true",
+                   help="measure where int8 loses accuracy (per-layer quantization error, and "
+                        "the gain when one layer is left in float); automatic when the plain "
+                        "int8 model loses more than --max-drop")
+    g.add_argument("--diagnose-images", type=int, default=200, metavar="N",
+                   help="validation images the diagnosis runs on (default 200)")
     g = p.add_argument_group("calibration (int8)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--calib-dir", type=Path, metavar="DIR",
@@ -128,6 +139,13 @@ def check_args(a: argparse.Namespace) -> List[str]:
     if not 0 <= a.max_drop <= 100:
         raise ExportError(f"--max-drop must be between 0 and 100 percentage points; "
                           f"got {a.max_drop}")
+    if a.diagnose_images < 1:
+        raise ExportError(f"--diagnose-images must be >= 1; got {a.diagnose_images}")
+    if a.diagnose and "int8" not in formats:
+        raise ExportError(f"--diagnose only applies to the int8 format; formats: "
+                          f"{', '.join(formats)}")
+    if a.diagnose and a.no_verify:
+        raise ExportError("--diagnose needs the validation images; drop --no-verify")
     if a.timeout <= 0:
         raise ExportError(f"--timeout must be > 0; got {a.timeout}")
     if "int8" not in formats:
@@ -377,6 +395,14 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
         if val is not None and keras_probs is not None:
             keras_acc, keras_cer = verify.scores(keras_probs, [str(x) for x in val.labels],
                                                  run.charset, run.blank)
+        # -- int8 route choice and diagnosis: export/routes.py --
+        int8_choice: Optional[Dict[str, Any]] = None
+        if "int8" in formats and cal is not None:
+            from . import routes
+
+            int8_choice = routes.choose_for_cli(
+                a, run, work, results, cal, val, keras_probs, keras_acc, worker=_worker,
+                keep_log=out / "export_worker.log", say=lambda m: _say(a, m))
         rows: List[Dict[str, Any]] = []
         for fmt in formats:
             res = results.get(fmt)
@@ -420,7 +446,9 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
                 "package_version": package_version(), "accuracy": accuracy,
                 "calibration": ({"source": cal.origin, "images": len(cal.names)}
                                 if fmt == "int8" and cal is not None else None),
-                "route": a.route,
+                "route": (int8_choice["graph"] if fmt == "int8" and int8_choice else a.route),
+                # which integer route (export/routes.py) made this file; None for float formats
+                "int8_route": int8_choice["route"] if fmt == "int8" and int8_choice else None,
                 "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             data = _metadata.embed(flat, meta)
@@ -441,9 +469,11 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
         drop = 100 * (keras_acc - int8["verification"]["seq_acc"])
         if drop > a.max_drop:
             code = 1
+            tried = ", ".join(t["route"] for t in (int8_choice or {}).get("trials", []))
             messages.append(f"int8 sequence accuracy is {drop:.2f} pp below the Keras model's "
-                            f"(--max-drop {a.max_drop:g}); the file was written, check it "
-                            "before shipping")
+                            f"(--max-drop {a.max_drop:g}) on every route tried ({tried}); the "
+                            "best was written, check it before shipping; the diagnosis is in "
+                            "export_report.json")
     report = {
         "run": str(run.path.resolve()), "formats": formats, "route": a.route, "batch": a.batch,
         "int8_output": a.int8_output,
@@ -451,7 +481,10 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
         "calibration": None if cal is None else {"source": cal.origin, "images": cal.names,
                                                   "seed": a.seed, "skipped": cal.skipped},
         "verification_images": None if val is None else len(val.names),
-        "results": rows, "int8_drop_pp": drop, "max_drop_pp": a.max_drop,
+        "results": rows, "int8_drop_pp": drop,
+        "int8_route": None if int8_choice is None else {
+            k: int8_choice[k] for k in ("route", "graph", "passed", "trials")},
+        "int8_diagnosis": None if int8_choice is None else int8_choice["diagnosis"], "max_drop_pp": a.max_drop,
         "exit_code": code, "seconds": round(time.monotonic() - t_start, 1),
     }
     atomic_write(report_path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
