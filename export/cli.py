@@ -444,7 +444,8 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
                 "stateful": stateful,
                 "batch": a.batch, "source_run": str(run.path.resolve()),
                 "package_version": package_version(), "accuracy": accuracy,
-                "calibration": ({"source": cal.origin, "images": len(cal.names)}
+                "calibration": (((int8_choice or {}).get("calibration")
+                                 or {"source": cal.origin, "images": len(cal.names)})
                                 if fmt == "int8" and cal is not None else None),
                 "route": (int8_choice["graph"] if fmt == "int8" and int8_choice else a.route),
                 # which integer route (export/routes.py) made this file; None for float formats

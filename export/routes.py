@@ -239,6 +239,9 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
     out["passed"] = bool(chosen and chosen.passed)
     if chosen is not None:
         out["route"], out["graph"] = chosen.route, chosen.graph
+        if get(chosen.route).calibration == "wide":
+            out["calibration"] = {"source": "the run's training split, plus one jittered copy "
+                                            "of each image", "images": chosen.calibration_images}
         if chosen.route != "plain":
             path = work / f"chosen-{chosen.route}.tflite"
             path.write_bytes(files[chosen.route])

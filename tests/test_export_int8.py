@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from captcha_edge.export import routes
 from captcha_edge.export.routes import Route, Trial
 
