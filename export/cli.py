@@ -39,11 +39,14 @@ examples:
   captcha-export runs/site-a --int8 --calib-dir more_shots/ --calib-size 300
   captcha-export runs/site-a --int8 --calib-synthetic 500 --int8-output float32
   captcha-export runs/site-a --int8 --max-drop 0.5   # exit 1 if int8 loses > 0.5 pp vs Keras
+                                                    # on every integer route it tries
+  captcha-export runs/site-a --int8 --diagnose      # + where int8 loses accuracy, per layer
 
 formats:
 """ + "\n".join(f"  {f.name:<8} {f.summary}" for f in FORMATS.values()) + """
 
-exit codes: 0 written (and verified); 1 a format failed or int8 lost more than --max-drop;
+exit codes: 0 written (and verified); 1 a format failed or int8 lost more than --max-drop on
+every integer route (the best one is written);
 2 bad arguments or input files.
 """
 
