@@ -46,6 +46,8 @@ COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOF
                          "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "ADD",
                          "MUL", "LOGISTIC", "TANH", "MEAN", "BATCH_MATMUL"})
 _NUMERIC_VERIFY = "NumericVerify"
+#: At most this many ops are re-quantized with one left in float (those with the largest error).
+MAX_LEFT_IN_FLOAT = 16
 
 
 def _gen(images: np.ndarray) -> Callable[[], Iterator[List[np.ndarray]]]:
@@ -190,6 +192,9 @@ def diagnose(model: Any, calibration: np.ndarray, images: np.ndarray, reference:
     base = _score(dbg.get_nondebug_quantized_model(), images, reference, labels, charset, blank)
     left: List[Dict[str, Any]] = []
     candidates = [t for t in tensors if t["op"] in COMPUTE_OPS]
+    if len(candidates) > MAX_LEFT_IN_FLOAT:  # the unrolled graph has hundreds: the worst ones
+        keep = sorted(candidates, key=lambda t: -t["rel_error"])[:MAX_LEFT_IN_FLOAT]
+        candidates = [t for t in candidates if any(t is k for k in keep)]
     for k, t in enumerate(candidates, 1):
         log(f"left in float {k}/{len(candidates)}: {t['op']} {t['tensor']}")
         try:
@@ -282,9 +287,20 @@ def _child(job: Dict[str, Any]) -> int:
     return 0
 
 
+def _keep(log: Path, dest: Path) -> None:
+    """Append the child's log to ``dest`` (beside the outputs) when something failed."""
+    try:
+        with dest.open("ab") as f:
+            f.write(log.read_bytes())
+    except OSError:
+        pass
+
+
 def run_child(job: Dict[str, Any], work: Path, *, timeout: float,
               log_path: Path) -> Dict[str, Any]:
     """Run the diagnosis in a child process; return its result, or ``{"error": ...}``.
+
+    The child's log is appended to ``log_path`` only when it failed.
 
     ``job`` holds ``model``, ``keras``, ``model_config``, ``route``, ``calibration`` (.npy),
     ``images`` (.npy), ``reference`` (.npy), ``labels``, ``charset``, ``blank``.
@@ -293,17 +309,20 @@ def run_child(job: Dict[str, Any], work: Path, *, timeout: float,
     job = {**job, "out": str(out)}
     job_file = work / "diagnose_job.json"
     job_file.write_text(json.dumps(job), encoding="utf-8")
-    with log_path.open("ab") as lf:
+    log = work / "diagnose.log"
+    with log.open("ab") as lf:
         try:
             proc = subprocess.run([sys.executable, "-m", "captcha_edge.export.diagnose",
                                    str(job_file)], stdout=lf, stderr=subprocess.STDOUT,
                                   timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
+            _keep(log, log_path)
             return {"error": f"the diagnosis took longer than {timeout:g}s; stopped "
                              f"(log: {log_path})"}
     if proc.returncode != 0 or not out.is_file():
         rc = proc.returncode
         how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+        _keep(log, log_path)
         return {"error": f"the diagnosis process failed ({how}); log: {log_path}"}
     result: Dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     return result
