@@ -176,7 +176,7 @@ def test_diagnose_names_layers_and_records_route(tmp_path):
     done = [r for r in diag["left_in_float"] if "error" not in r]
     assert done and all(r["float_ops"] and 0 <= r["agreement"] <= 1 for r in done)
     assert 0 < len(diag["worst"]) <= 5 and diag["images"] == 24
-    meta = metadata.read((tmp_path / "model_int8.tflite").read_bytes())
+    meta = metadata.read(tmp_path / "model_int8.tflite")
     assert meta["int8_route"] == "plain" and meta["route"] == "tf_keras"
 
 
@@ -221,7 +221,7 @@ def test_fallback_writes_the_route_that_holds(tmp_path, monkeypatch):
     assert not trials[0]["passed"] and trials[1]["calibration_images"] > 60
     chosen = report["int8_route"]["route"]
     assert chosen != "plain"
-    meta = metadata.read((tmp_path / "model_int8.tflite").read_bytes())
+    meta = metadata.read(tmp_path / "model_int8.tflite")
     assert meta["int8_route"] == chosen
     row = next(r for r in report["results"] if r["format"] == "int8")
     assert row["float_compute_ops"] == [] and row["input_dtype"] == "uint8"
