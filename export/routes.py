@@ -36,7 +36,7 @@ ROUTES: Tuple[Route, ...] = (
     Route("plain", "tf_keras", "given",
           "fused LSTM, calibrated on the chosen images (--calib-*)"),
     Route("wide-calibration", "tf_keras", "wide",
-          "fused LSTM, calibrated on every training image (up to --wide-calib-size) plus "
+          "fused LSTM, calibrated on up to 500 training images (WIDE_CALIB_SIZE) plus "
           "copies with jittered contrast, brightness and noise, so the ranges cover what "
           "the model meets"),
     Route("unrolled", "unroll", "given",
@@ -46,7 +46,7 @@ ROUTES: Tuple[Route, ...] = (
 ROUTE_NAMES: Tuple[str, ...] = tuple(r.name for r in ROUTES)
 
 #: Upper bound on the training images the wide calibration reads (before the jittered copies).
-WIDE_CALIB_SIZE = 1000
+WIDE_CALIB_SIZE = 500
 
 
 def get(name: str) -> Route:
