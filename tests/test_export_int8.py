@@ -23,7 +23,7 @@ def test_ladder_starts_plain_and_only_keeps_one():
     names = [r.name for r in routes.ladder()]
     assert names[0] == "plain" and len(names) == len(routes.ROUTES) == len(set(names))
     assert [r.name for r in routes.ladder(only=True)] == ["plain"]
-    assert [r.name for r in routes.ladder("unrolled")] == ["unrolled"]
+    assert [r.name for r in routes.ladder("wide-calibration")] == ["wide-calibration"]
 
 
 def test_unknown_route_names_valid_ones():
@@ -69,10 +69,11 @@ def no_float_check(monkeypatch):
 
 
 def test_try_routes_stops_at_first_that_holds(no_float_check):
-    convert, score, calls = _fake({"plain": 0.50, "wide-calibration": 0.797, "unrolled": 0.8})
-    trials, files = routes.try_routes(routes.ladder(), convert, score, lambda r: np.zeros((3,)),
+    more = [*routes.ladder(), Route("later", "tf_keras", "given", "never reached")]
+    convert, score, calls = _fake({"plain": 0.50, "wide-calibration": 0.797, "later": 0.8})
+    trials, files = routes.try_routes(more, convert, score, lambda r: np.zeros((3,)),
                                       keras_acc=0.80, max_drop=0.5)
-    assert calls == ["plain", "wide-calibration"]  # unrolled never converted
+    assert calls == ["plain", "wide-calibration"]  # "later" never converted
     assert [t.passed for t in trials] == [False, True]
     assert routes.best(trials).route == "wide-calibration"
     assert trials[0].drop_pp == pytest.approx(30.0)
@@ -80,12 +81,13 @@ def test_try_routes_stops_at_first_that_holds(no_float_check):
 
 
 def test_try_routes_keeps_best_when_none_holds(no_float_check):
-    convert, score, calls = _fake({"plain": 0.50, "unrolled": 0.70}, fail={"wide-calibration"})
-    trials, _ = routes.try_routes(routes.ladder(), convert, score, lambda r: np.zeros((3,)),
+    more = [*routes.ladder(), Route("later", "unroll", "given", "last")]
+    convert, score, calls = _fake({"plain": 0.50, "later": 0.70}, fail={"wide-calibration"})
+    trials, _ = routes.try_routes(more, convert, score, lambda r: np.zeros((3,)),
                                   keras_acc=0.80, max_drop=0.5)
-    assert calls == ["plain", "wide-calibration", "unrolled"]
+    assert calls == ["plain", "wide-calibration", "later"]
     assert trials[1].error == "wide-calibration crashed" and not any(t.passed for t in trials)
-    assert routes.best(trials).route == "unrolled"
+    assert routes.best(trials).route == "later"
 
 
 def test_try_routes_reuses_the_first_result(no_float_check):
@@ -97,11 +99,13 @@ def test_try_routes_reuses_the_first_result(no_float_check):
 
 def test_best_prefers_integer_models_and_ladder_order():
     a = Trial("plain", "tf_keras", 10, seq_acc=0.6, agreement=0.9, float_compute_ops=[])
-    b = Trial("unrolled", "unroll", 10, seq_acc=0.7, agreement=0.9, float_compute_ops=["ADD"])
+    b = Trial("wide-calibration", "tf_keras", 10, seq_acc=0.7, agreement=0.9,
+              float_compute_ops=["SPLIT"])
     c = Trial("wide-calibration", "tf_keras", 10, seq_acc=0.6, agreement=0.9,
               float_compute_ops=[])
     assert routes.best([a, b]).route == "plain"  # a float op disqualifies b
-    assert routes.best([c, a]).route == "plain"  # a tie goes to the earlier route
+    assert routes.best([a, c]).route == "plain"  # a tie goes to the earlier route
+    assert routes.best([c, a]).route == "wide-calibration"
     assert routes.best([Trial("plain", "tf_keras", 1, error="x")]) is None
 
 
