@@ -488,7 +488,8 @@ def export(a: argparse.Namespace, formats: List[str]) -> int:
         "results": rows, "int8_drop_pp": drop,
         "int8_route": None if int8_choice is None else {
             k: int8_choice[k] for k in ("route", "graph", "passed", "trials")},
-        "int8_diagnosis": None if int8_choice is None else int8_choice["diagnosis"], "max_drop_pp": a.max_drop,
+        "int8_diagnosis": None if int8_choice is None else int8_choice["diagnosis"],
+        "max_drop_pp": a.max_drop,
         "exit_code": code, "seconds": round(time.monotonic() - t_start, 1),
     }
     atomic_write(report_path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
