@@ -53,11 +53,14 @@ examples:
   captcha-export runs/site-a --int8 --calib-dir more_shots/ --calib-size 300
   captcha-export runs/site-a --int8 --calib-synthetic 500 --int8-output float32
   captcha-export runs/site-a --int8 --max-drop 0.5   # exit 1 if int8 loses > 0.5 pp vs Keras
+                                                    # on every integer route it tries
+  captcha-export runs/site-a --int8 --diagnose      # + where int8 loses accuracy, per layer
 
 formats:
 """ + "\n".join(f"  {f.name:<8} {f.summary}" for f in FORMATS.values()) + """
 
-exit codes: 0 written (and verified); 1 a format failed or int8 lost more than --max-drop;
+exit codes: 0 written (and verified); 1 a format failed or int8 lost more than --max-drop on
+every integer route (the best one is written);
 2 bad arguments or input files.
 """
 
@@ -83,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--route", choices=("tf_keras", "unroll"), default="tf_keras",
                    help="how the graph is rebuilt for conversion: tf_keras keeps the fused LSTM "
                         "op (default); unroll unrolls it into plain ops (see docs/export.md)")
+    # -- int8 routes and diagnosis (export/routes.py, export/diagnose.py) --
+    g.add_argument("--int8-route", choices=("auto", "plain"), default="auto",
+                   help="auto (default): when the plain int8 model loses more than --max-drop, "
+                        "try the next integer routes (docs/export.md) and keep the first that "
+                        "holds, else the best; plain: only the plain route")
+    g.add_argument("--diagnose", action="store_true",
+                   help="measure where int8 loses accuracy (per-layer quantization error, and "
+                        "the gain when one layer is left in float); automatic when the plain "
+                        "int8 model loses more than --max-drop")
+    g.add_argument("--diagnose-images", type=int, default=200, metavar="N",
+                   help="validation images the diagnosis runs on (default 200)")
     g = p.add_argument_group("calibration (int8)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--calib-dir", type=Path, metavar="DIR",
@@ -142,6 +156,13 @@ def check_args(a: argparse.Namespace) -> List[str]:
     if not 0 <= a.max_drop <= 100:
         raise ExportError(f"--max-drop must be between 0 and 100 percentage points; "
                           f"got {a.max_drop}")
+    if a.diagnose_images < 1:
+        raise ExportError(f"--diagnose-images must be >= 1; got {a.diagnose_images}")
+    if a.diagnose and "int8" not in formats:
+        raise ExportError(f"--diagnose only applies to the int8 format; formats: "
+                          f"{', '.join(formats)}")
+    if a.diagnose and a.no_verify:
+        raise ExportError("--diagnose needs the validation images; drop --no-verify")
     if a.timeout <= 0:
         raise ExportError(f"--timeout must be > 0; got {a.timeout}")
     if "int8" not in formats:
@@ -364,6 +385,7 @@ class Converted:
     keras_probs: Optional[np.ndarray]  # the Keras model on the validation images
     keras_acc: Optional[float]
     keras_cer: Optional[float]
+    int8_choice: Optional[Dict[str, Any]] = None  # export/routes.py: the integer route chosen
 
 
 def plan(a: argparse.Namespace, formats: List[str]) -> Plan:
@@ -425,7 +447,16 @@ def convert(p: Plan, work: Path) -> Converted:
         return Converted(results, None, None, None)
     keras_probs = np.load(work / "keras_probs.npy")
     acc, cer = verify.scores(keras_probs, p.val_labels, p.run.charset, p.run.blank)
-    return Converted(results, keras_probs, acc, cer)
+    choice = None
+    if "int8" in p.formats and p.cal is not None:
+        # The integer route ladder and the diagnosis (export/routes.py) may replace
+        # results["int8"] with a better route's file.
+        from . import routes
+
+        choice = routes.choose_for_cli(
+            p.args, p.run, work, results, p.cal, p.val, keras_probs, acc, worker=_worker,
+            keep_log=p.out / "export_worker.log", say=lambda m: _say(p.args, m))
+    return Converted(results, keras_probs, acc, cer, choice)
 
 
 def inspect(p: Plan, c: Converted, fmt: str, flat: bytes) -> Tuple[Dict[str, Any], Any]:
@@ -464,6 +495,11 @@ def package(p: Plan, c: Converted, fmt: str, flat: bytes, row: Dict[str, Any],
         accuracy = {"seq_acc": v.seq_acc, "cer": v.cer, "frame_agreement": v.agreement,
                     "keras_seq_acc": c.keras_acc, "images": v.images, "split": "validation"}
     cal = p.cal if fmt == "int8" else None
+    choice = c.int8_choice if fmt == "int8" else None
+    calibration = None
+    if cal is not None:
+        calibration = ((choice or {}).get("calibration")
+                       or {"source": cal.source, "images": len(cal.names)})
     meta = ModelMeta(
         charset=p.run.charset, blank=p.run.blank, preprocess=p.run.recipe,
         input_shape=p.run.info.input_shape, time_steps=p.run.info.time_steps, format=fmt,
@@ -472,8 +508,8 @@ def package(p: Plan, c: Converted, fmt: str, flat: bytes, row: Dict[str, Any],
         # True: the fused LSTM keeps its state in variable tensors, so a caller must run
         # interpreter.reset_all_variables() before every invoke (docs/export.md).
         stateful=row["stateful"], batch=p.args.batch,
-        calibration=None if cal is None else {"source": cal.source, "images": len(cal.names)},
-        route=p.args.route, exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        calibration=calibration, route=choice["graph"] if choice else p.args.route,
+        int8_route=choice["route"] if choice else None, exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source_run=portable_name(p.run.path), package_version=package_version(),
         accuracy=accuracy,
     )
@@ -499,9 +535,11 @@ def _outcome(p: Plan, c: Converted, rows: List[Dict[str, Any]],
         drop = 100 * (c.keras_acc - int8["verification"]["seq_acc"])
         if drop > a.max_drop:
             code = 1
+            tried = ", ".join(t["route"] for t in (c.int8_choice or {}).get("trials", []))
             messages.append(f"int8 sequence accuracy is {drop:.2f} pp below the Keras model's "
-                            f"(--max-drop {a.max_drop:g}); the file was written, check it "
-                            "before shipping")
+                            f"(--max-drop {a.max_drop:g}) on every route tried ({tried}); the "
+                            "best was written, check it before shipping; the diagnosis is in "
+                            "export_report.json")
     cal, val = p.cal, p.val
     report = {
         "run": portable_name(p.run.path), "formats": p.formats, "route": a.route,
@@ -510,7 +548,11 @@ def _outcome(p: Plan, c: Converted, rows: List[Dict[str, Any]],
         "calibration": None if cal is None else {"source": cal.source, "images": cal.names,
                                                   "seed": a.seed, "skipped": cal.skipped},
         "verification_images": None if val is None else len(val.names),
-        "results": rows, "int8_drop_pp": drop, "max_drop_pp": a.max_drop,
+        "results": rows, "int8_drop_pp": drop,
+        "int8_route": None if c.int8_choice is None else {
+            k: c.int8_choice[k] for k in ("route", "graph", "passed", "trials")},
+        "int8_diagnosis": None if c.int8_choice is None else c.int8_choice["diagnosis"],
+        "max_drop_pp": a.max_drop,
         "exit_code": code, "seconds": round(time.monotonic() - t_start, 1),
     }
     return code, messages, report

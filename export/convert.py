@@ -79,6 +79,43 @@ def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List
     return gen
 
 
+def quantized_converter(model: Any, fmt: str, *, calibration: Optional[np.ndarray],
+                        batch: int = 1, int8_output: str = "int8") -> Any:
+    """A ``TFLiteConverter`` set up for a calibrated integer format (``int8`` or ``int16x8``).
+
+    ``int8``: every op int8 (``TFLITE_BUILTINS_INT8``), uint8 raw-pixel input, int8 or float32
+    output. ``int16x8``: TFLite's 16x8 mode (int16 activations, int8 weights, int64 bias); the
+    converter only allows int16 or float32 at the model's edges, so the input is int16 (the
+    runtime quantizes its uint8 pixels with the input scale) and the output int16 or float32.
+    The converter refuses 16x8 for the fused UNIDIRECTIONAL_SEQUENCE_LSTM ("not yet
+    supported", TF 2.21), so ``int16x8`` only converts on the ``unroll`` route.
+
+    Raises:
+        ValueError: not a calibrated format, or fewer calibration images than one batch.
+    """
+    import tensorflow as tf
+
+    if fmt not in ("int8", "int16x8"):
+        raise ValueError(f"fmt must be int8 or int16x8 for a calibrated converter; got {fmt!r}")
+    if calibration is None or len(calibration) < batch:
+        raise ValueError(f"{fmt} needs calibration images")
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative(calibration, batch)
+    if fmt == "int8":
+        # Only int8 kernels: conversion fails instead of silently leaving a float op behind.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.int8 if int8_output == "int8" else tf.float32
+    else:
+        # Only 16x8 kernels, for the same reason (no TFLITE_BUILTINS fallback to float).
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        conv.inference_input_type = tf.int16
+        conv.inference_output_type = tf.int16 if int8_output == "int8" else tf.float32
+    return conv
+
+
 def to_tflite(model: Any, fmt: str, *, calibration: Optional[np.ndarray] = None,
               batch: int = 1, int8_output: str = "int8") -> bytes:
     """Convert a rebuilt model to the TFLite flatbuffer of format ``fmt``.
@@ -90,16 +127,19 @@ def to_tflite(model: Any, fmt: str, *, calibration: Optional[np.ndarray] = None,
     Args:
         model: from :func:`rebuild`.
         fmt: a key of :data:`captcha_edge.export.formats.FORMATS`.
-        calibration: uint8 (N, H, W) images; required for ``int8``.
+        calibration: uint8 (N, H, W) images; required for ``int8`` and ``int16x8``.
         batch: the model's static batch size.
-        int8_output: ``"int8"`` (quantized softmax; scale/zero point go into the metadata) or
-            ``"float32"`` (a DEQUANTIZE op at the end).
+        int8_output: ``"int8"`` (quantized softmax, int16 for ``int16x8``; scale/zero point go
+            into the metadata) or ``"float32"`` (a DEQUANTIZE op at the end).
 
     Returns:
         The flatbuffer bytes.
     """
     import tensorflow as tf
 
+    if fmt in ("int8", "int16x8"):
+        return bytes(quantized_converter(model, fmt, calibration=calibration, batch=batch,
+                                         int8_output=int8_output).convert())
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if fmt == "float32":
         pass
@@ -108,15 +148,6 @@ def to_tflite(model: Any, fmt: str, *, calibration: Optional[np.ndarray] = None,
         conv.target_spec.supported_types = [tf.float16]
     elif fmt == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif fmt == "int8":
-        if calibration is None or len(calibration) < batch:
-            raise ValueError("int8 needs calibration images")
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative(calibration, batch)
-        # Only int8 kernels: conversion fails instead of silently leaving a float op behind.
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.int8 if int8_output == "int8" else tf.float32
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return bytes(conv.convert())

@@ -148,6 +148,8 @@ class ModelMeta:
         batch: the static batch size of the input tensor.
         calibration: where the int8 calibration images came from, None for the other formats.
         route: how export rebuilt the graph (``tf_keras`` or ``unroll``).
+        int8_route: int8 only, the integer route of ``export/routes.py`` that made the file
+            (``plain``, ``wide-calibration``); None for float formats and older models.
         exported: UTC time of the export, ISO 8601.
         source_run: the run folder's name as given to captcha-export (never an absolute path).
         package_version: the captcha-edge version that exported it.
@@ -171,6 +173,7 @@ class ModelMeta:
     batch: int = 1
     calibration: Optional[Mapping[str, Any]] = None
     route: Optional[str] = None
+    int8_route: Optional[str] = None
     exported: Optional[str] = None
     source_run: Optional[str] = None
     package_version: Optional[str] = None
@@ -198,7 +201,7 @@ class ModelMeta:
         _opt_str("output_dtype", self.output_dtype, TENSOR_DTYPES)
         _check(isinstance(self.stateful, bool), "stateful", "true or false", self.stateful)
         _check(_is_int(self.batch) and self.batch >= 1, "batch", "an int >= 1", self.batch)
-        for key in ("route", "exported", "source_run", "package_version"):
+        for key in ("route", "int8_route", "exported", "source_run", "package_version"):
             _opt_str(key, getattr(self, key))
         _check(self.tflite_size is None or (_is_int(self.tflite_size) and self.tflite_size >= 8),
                "tflite_size", "an int >= 8 or null", self.tflite_size)

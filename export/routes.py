@@ -1,0 +1,278 @@
+"""The integer routes ``captcha-export --int8`` tries, in order, until one holds the accuracy.
+
+A route is one way to get a full-integer model (uint8 raw-pixel input, int8 compute, no float
+op): which graph is converted and which images calibrate it. ``--int8`` converts the first
+(``plain``), verifies it, and only when its sequence accuracy is more than ``--max-drop`` below
+the Keras model's converts the next, and so on. It keeps the first route that passes, or else the
+best one tried (highest sequence accuracy, then frame agreement), and says that none passed. The
+metadata records the route (``int8_route``) and ``export_report.json`` lists every route tried.
+
+Nothing here imports TensorFlow: conversion goes through the CLI's worker process (passed in as a
+function), verification through ai-edge-litert (:mod:`captcha_edge.export.verify`).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to an integer model."""
+
+    name: str
+    graph: str  # how the graph is rebuilt: "tf_keras" (fused LSTM) or "unroll"
+    calibration: str  # "given": as the user chose; "wide": every training image + jittered copies
+    summary: str
+
+
+#: In the order ``--int8`` tries them.
+ROUTES: Tuple[Route, ...] = (
+    Route("plain", "tf_keras", "given",
+          "fused LSTM, calibrated on the chosen images (--calib-*)"),
+    Route("wide-calibration", "tf_keras", "wide",
+          "fused LSTM, calibrated on up to 500 training images (WIDE_CALIB_SIZE) plus "
+          "copies with jittered contrast, brightness and noise, so the ranges cover what "
+          "the model meets"),
+)
+# Measured and left out (docs/export.md): the unrolled LSTM ("--route unroll" calibrated the
+# same way) kept a float SPLIT op, was 46 % of float32's size and no more accurate than plain.
+ROUTE_NAMES: Tuple[str, ...] = tuple(r.name for r in ROUTES)
+
+#: Upper bound on the training images the wide calibration reads (before the jittered copies).
+WIDE_CALIB_SIZE = 500
+
+
+def get(name: str) -> Route:
+    """The route called ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    for r in ROUTES:
+        if r.name == name:
+            return r
+    raise ValueError(f"unknown int8 route {name!r}; valid routes: {', '.join(ROUTE_NAMES)}")
+
+
+def ladder(first: str = "plain", only: bool = False) -> List[Route]:
+    """The routes to try: ``first`` and, unless ``only``, the ones after it."""
+    start = ROUTE_NAMES.index(get(first).name)
+    return [ROUTES[start]] if only else list(ROUTES[start:])
+
+
+def jitter(images: np.ndarray, copies: int = 1, seed: int = 0) -> np.ndarray:
+    """``images`` plus ``copies`` jittered versions of each: contrast x(0.7..1.3) about the mean,
+    brightness +-12, Gaussian noise of std 0..8 grey levels (training's augmentation ranges for
+    the photometric changes, the ones that move activation ranges), as uint8 (N*(1+copies), H, W).
+    """
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, H, W); got {images.dtype} {images.shape}")
+    rng = np.random.default_rng(seed)
+    out = [images]
+    x = images.astype(np.float32)
+    n = len(images)
+    for _ in range(copies):
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        c = rng.uniform(0.7, 1.3, (n, 1, 1)).astype(np.float32)
+        b = rng.uniform(-12, 12, (n, 1, 1)).astype(np.float32)
+        std = rng.uniform(0, 8, (n, 1, 1)).astype(np.float32)
+        y = (x - mean) * c + mean + b + rng.standard_normal(x.shape).astype(np.float32) * std
+        out.append(np.clip(np.rint(y), 0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+@dataclass
+class Trial:
+    """One route converted and verified (or failed)."""
+
+    route: str
+    graph: str
+    calibration_images: int
+    seq_acc: Optional[float] = None
+    cer: Optional[float] = None
+    agreement: Optional[float] = None
+    drop_pp: Optional[float] = None
+    tflite_size: Optional[int] = None
+    float_compute_ops: Optional[List[str]] = None
+    passed: bool = False
+    error: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def best(trials: Sequence[Trial]) -> Optional[Trial]:
+    """The first passing trial, else the most accurate one without float ops (then any);
+    ``trials`` are in the order they were tried."""
+    for t in trials:
+        if t.passed:
+            return t
+    done = [t for t in trials if t.error is None and t.seq_acc is not None]
+    clean = [t for t in done if not t.float_compute_ops] or done
+    if not clean:
+        return None
+    order = {id(t): k for k, t in enumerate(trials)}  # a tie goes to the earlier route
+    return max(clean, key=lambda t: (t.seq_acc, t.agreement or 0.0, -order[id(t)]))
+
+
+#: (route, calibration images) -> flatbuffer bytes, or an error message.
+ConvertFn = Callable[[Route, np.ndarray], Any]
+#: flatbuffer -> (seq_acc, cer, frame agreement)
+ScoreFn = Callable[[bytes], Tuple[float, float, float]]
+
+
+def try_routes(routes: Sequence[Route], convert: ConvertFn, score: ScoreFn,
+               calibration: Callable[[Route], np.ndarray], keras_acc: float, max_drop: float,
+               *, first: Optional[Tuple[Any, np.ndarray]] = None,
+               say: Callable[[str], None] = lambda s: None) -> Tuple[List[Trial], Dict[str, bytes]]:
+    """Convert and score ``routes`` in order until one loses at most ``max_drop`` pp.
+
+    ``first`` is the result the CLI already has for ``routes[0]`` (flatbuffer bytes or an error
+    message, and its calibration images), so it is not converted twice.
+    Returns the trials and the flatbuffers by route name.
+    """
+    from . import verify
+
+    trials: List[Trial] = []
+    files: Dict[str, bytes] = {}
+    for k, route in enumerate(routes):
+        if k == 0 and first is not None:
+            res, cal = first
+        else:
+            cal = calibration(route)
+            say(f"[int8] trying route {route.name} ({len(cal)} calibration images): "
+                f"{route.summary}")
+            res = convert(route, cal)
+        t = Trial(route.name, route.graph, int(len(cal)))
+        if not isinstance(res, (bytes, bytearray)):
+            t.error = str(res)
+            trials.append(t)
+            say(f"[int8] route {route.name} failed: {t.error}")
+            continue
+        flat = bytes(res)
+        files[route.name] = flat
+        t.tflite_size = len(flat)
+        t.float_compute_ops = verify.float_compute_ops(flat)
+        t.seq_acc, t.cer, t.agreement = score(flat)
+        t.drop_pp = 100 * (keras_acc - t.seq_acc)
+        t.passed = t.drop_pp <= max_drop and not t.float_compute_ops
+        trials.append(t)
+        say(f"[int8] route {route.name}: seq acc {100 * t.seq_acc:.2f} % "
+            f"({t.drop_pp:+.2f} pp below Keras), frame agreement {100 * t.agreement:.2f} %"
+            + (" - passes" if t.passed else ""))
+        if t.passed:
+            break
+    return trials, files
+
+
+def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
+                worker: Callable[..., Dict[str, Any]]) -> ConvertFn:
+    """A :data:`ConvertFn` that runs the CLI's worker process for one route (its own folder)."""
+    def convert(route: Route, cal: np.ndarray) -> Any:
+        sub = work / f"route-{route.name}"
+        sub.mkdir(exist_ok=True)
+        np.save(sub / "calib.npy", cal)
+        b = copy.copy(a)
+        b.route = route.graph
+        res = worker(b, run, ["int8"], sub, sub / "calib.npy", None, keep_log).get("int8")
+        if isinstance(res, dict):
+            return Path(res["path"]).read_bytes()
+        return str(res)
+    return convert
+
+
+def _scorer(images: np.ndarray, labels: Sequence[str], charset: str, blank: int,
+            reference: np.ndarray) -> ScoreFn:
+    from . import verify
+
+    def score(flat: bytes) -> Tuple[float, float, float]:
+        probs, _ = verify.run_model(flat, images, num_threads=1, reset=verify.is_stateful(flat))
+        acc, cer = verify.scores(probs, labels, charset, blank)
+        return acc, cer, float(np.mean(probs.argmax(-1) == reference.argmax(-1)))
+    return score
+
+
+def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[str, Any],
+                   cal: Any, val: Any, keras_probs: Optional[np.ndarray],
+                   keras_acc: Optional[float], *, worker: Callable[..., Dict[str, Any]],
+                   keep_log: Path, say: Callable[[str], None]) -> Dict[str, Any]:
+    """The CLI's int8 step after the first conversion: try routes, diagnose; update ``results``.
+
+    ``results["int8"]`` (the worker's result for the plain route) is replaced by the chosen
+    route's file. Returns ``{"route", "graph", "trials", "passed", "diagnosis"}`` for the
+    metadata and the report.
+    """
+    from . import diagnose
+    from .runfolder import load_split
+
+    first = results.get("int8")
+    plain_flat = Path(first["path"]).read_bytes() if isinstance(first, dict) else str(first)
+    out: Dict[str, Any] = {"route": "plain", "graph": a.route, "trials": [], "passed": None,
+                           "diagnosis": None}
+    if val is None or keras_probs is None or keras_acc is None:
+        return out  # --no-verify: nothing to measure a drop against
+    labels = [str(x) for x in val.labels]
+    score = _scorer(val.images, labels, run.charset, run.blank, keras_probs)
+    wide: Dict[str, np.ndarray] = {}
+
+    def calibration(route: Route) -> np.ndarray:
+        if route.calibration == "given":
+            return np.asarray(cal.images)
+        if "w" not in wide:
+            more = load_split(run, "train", a.data_dir, limit=WIDE_CALIB_SIZE, seed=a.seed)
+            wide["w"] = jitter(more.images, copies=1, seed=a.seed)
+        return wide["w"]
+
+    routes = [r if r.graph != "tf_keras" else Route(r.name, a.route, r.calibration, r.summary)
+              for r in ladder(only=a.int8_route == "plain")
+              if not (r.graph == "unroll" and a.route == "unroll" and r.name != "plain")]
+    trials, files = try_routes(routes, cli_convert(a, run, work, keep_log, worker), score,
+                               calibration, keras_acc, a.max_drop,
+                               first=(plain_flat, np.asarray(cal.images)), say=say)
+    chosen = best(trials)
+    out["trials"] = [t.to_dict() for t in trials]
+    out["passed"] = bool(chosen and chosen.passed)
+    if chosen is not None:
+        out["route"], out["graph"] = chosen.route, chosen.graph
+        if get(chosen.route).calibration == "wide":
+            out["calibration"] = {"source": "the run's training split, plus one jittered copy "
+                                            "of each image", "images": chosen.calibration_images}
+        if chosen.route != "plain":
+            path = work / f"chosen-{chosen.route}.tflite"
+            path.write_bytes(files[chosen.route])
+            results["int8"] = {**(first if isinstance(first, dict) else {}), "path": str(path),
+                               "seconds": (first or {}).get("seconds", 0.0)
+                               if isinstance(first, dict) else 0.0}
+    plain = trials[0] if trials else None
+    if a.diagnose or (plain is not None and plain.drop_pp is not None
+                      and plain.drop_pp > a.max_drop):
+        n = min(a.diagnose_images, len(val.images))
+        np.save(work / "diag_images.npy", val.images[:n])
+        np.save(work / "diag_reference.npy", keras_probs[:n])
+        diags: Dict[str, Any] = {}
+        todo = [("plain", routes[0], np.asarray(cal.images))]
+        if chosen is not None and chosen.route != "plain":
+            todo.append(("chosen", get(chosen.route), calibration(get(chosen.route))))
+        for key, route, images in todo:
+            say(f"[int8] diagnosing route {route.name} on {n} validation images "
+                "(tf.lite.experimental.QuantizationDebugger) ...")
+            np.save(work / f"diag_calib_{key}.npy", images)
+            job = {"model": str(run.model), "keras": run.meta.get("keras", "keras3"),
+                   "model_config": run.meta["model_config"],
+                   "route": a.route if route.graph == "tf_keras" else route.graph,
+                   "calibration": str(work / f"diag_calib_{key}.npy"),
+                   "images": str(work / "diag_images.npy"),
+                   "reference": str(work / "diag_reference.npy"), "labels": labels[:n],
+                   "charset": run.charset, "blank": run.blank}
+            d = diagnose.run_child(job, work, timeout=a.timeout, log_path=keep_log)
+            d["route"] = route.name
+            diags[key] = d
+            say(d["error"] if "error" in d else diagnose.format_table(d))
+        out["diagnosis"] = diags
+    return out
