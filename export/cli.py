@@ -509,7 +509,8 @@ def package(p: Plan, c: Converted, fmt: str, flat: bytes, row: Dict[str, Any],
         # interpreter.reset_all_variables() before every invoke (docs/export.md).
         stateful=row["stateful"], batch=p.args.batch,
         calibration=calibration, route=choice["graph"] if choice else p.args.route,
-        int8_route=choice["route"] if choice else None, exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        int8_route=choice["route"] if choice else None,
+        label_lengths=p.run.info.label_lengths, exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source_run=portable_name(p.run.path), package_version=package_version(),
         accuracy=accuracy,
     )

@@ -117,11 +117,13 @@ def _python_owns_stderr() -> Iterator[None]:
             real.close()
 
 
-def _load(model: str | None, backend: str | None, num_threads: int | None = None) -> Any:
+def _load(model: str | None, backend: str | None, num_threads: int | None = None, *,
+          length_prior: bool = True) -> Any:
     """Build the Recognizer (model errors propagate as ModelFormatError / ImportError)."""
     from .recognizer import Recognizer
 
-    return Recognizer(model, num_threads=num_threads, backend=backend)
+    return Recognizer(model, num_threads=num_threads, backend=backend,
+                      length_prior=length_prior)
 
 
 def _decode_opts(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def _run(rec: Any, items: list[Input], opts: dict[str, Any], threads: int, label
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    rec = _load(args.model, args.backend)
+    rec = _load(args.model, args.backend, length_prior=args.length_prior)
     opts = _checked_opts(rec, args)
     failed = 0
     for r in _run(rec, expand(args.paths, sys.stdin.buffer), opts, args.threads, "predict"):
@@ -199,7 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not any(i.error is None for i, _ in labelled):
         raise UsageError(f"{folder}: no image files with a label matching "
                          f"{args.label_pattern!r}")
-    rec = _load(args.model, args.backend)
+    rec = _load(args.model, args.backend, length_prior=args.length_prior)
     opts = _checked_opts(rec, args)
     labels = {i.name: lab for i, lab in labelled}
     t0 = time.perf_counter()
@@ -291,11 +293,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         source = f"{len(pngs)} synthetic 200x50 PNGs"
     results = []
     for model in models:
-        rec = _load(model, args.backend)
+        rec = _load(model, args.backend, length_prior=args.length_prior)
         opts = _checked_opts(rec, args)
 
         def load(threads: int | None, model: str | None = model, rec: Any = rec) -> Any:
-            return rec if threads is None else _load(model, args.backend, threads)
+            return rec if threads is None else _load(model, args.backend, threads,
+                                                     length_prior=args.length_prior)
 
         results.append(bench_model(load, pngs, n=args.n, warmup=args.warmup,
                                    threads=args.threads, decode_opts=opts))
@@ -357,6 +360,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{rec.recipe['resample']})",
         f"output       {info['output']['shape']} {info['output']['dtype']} "
         f"quant={info['output']['quantization']}",
+        f"lengths      {'%d-%d characters (length prior; --no-length-prior ignores it)' % tuple(meta['label_lengths']) if meta.get('label_lengths') else 'not recorded (no length prior)'}",
         f"accuracy     {meta.get('accuracy')}",
         f"source run   {meta.get('source_run')}",
         f"version      {meta.get('package_version')}",
@@ -449,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allowed", default=None, help="only these characters may appear")
     g.add_argument("--min-length", type=_nonneg, default=None, help="shortest allowed text")
     g.add_argument("--max-length", type=_nonneg, default=None, help="longest allowed text")
+    g.add_argument("--no-length-prior", dest="length_prior", action="store_false",
+                   help="read texts of any length; by default a model that records the label "
+                        "lengths it was trained on (metadata label_lengths) is decoded within "
+                        "that range, unless --min-length/--max-length say otherwise")
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument("--threads", type=_positive, default=1,
                          help="images read in parallel, one interpreter each (default 1)")

@@ -148,6 +148,9 @@ class ModelMeta:
         batch: the static batch size of the input tensor.
         calibration: where the int8 calibration images came from, None for the other formats.
         route: how export rebuilt the graph (``tf_keras`` or ``unroll``).
+        label_lengths: ``(shortest, longest)`` label the model was trained on, the length
+            prior: the runtime decodes within it unless told otherwise. None = no prior (older
+            models).
         int8_route: int8 only, the integer route of ``export/routes.py`` that made the file
             (``plain``, ``wide-calibration``); None for float formats and older models.
         exported: UTC time of the export, ISO 8601.
@@ -174,6 +177,7 @@ class ModelMeta:
     calibration: Optional[Mapping[str, Any]] = None
     route: Optional[str] = None
     int8_route: Optional[str] = None
+    label_lengths: Optional[tuple[int, int]] = None
     exported: Optional[str] = None
     source_run: Optional[str] = None
     package_version: Optional[str] = None
@@ -205,6 +209,11 @@ class ModelMeta:
             _opt_str(key, getattr(self, key))
         _check(self.tflite_size is None or (_is_int(self.tflite_size) and self.tflite_size >= 8),
                "tflite_size", "an int >= 8 or null", self.tflite_size)
+        ll = self.label_lengths
+        _check(ll is None or (isinstance(ll, (list, tuple)) and len(ll) == 2
+                              and all(map(_is_int, ll)) and 1 <= ll[0] <= ll[1]),
+               "label_lengths", "[shortest, longest] ints with 1 <= shortest <= longest, or null",
+               ll)
         v = self.metadata_version
         _check(_is_int(v) and v >= 1, "metadata_version", "an int >= 1", v)
         if v > METADATA_VERSION:
@@ -220,6 +229,7 @@ class ModelMeta:
         put(self, "blank", len(c))
         put(self, "preprocess", recipe)
         put(self, "input_shape", tuple(shape))
+        put(self, "label_lengths", None if ll is None else (int(ll[0]), int(ll[1])))
         put(self, "input_quant", _quant("input_quant", self.input_quant))
         put(self, "output_quant", _quant("output_quant", self.output_quant))
         put(self, "calibration", _opt_mapping("calibration", self.calibration))

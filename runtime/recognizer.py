@@ -85,7 +85,13 @@ class Recognizer:
             width ``max(10, top_k)`` when ``allowed``, a length bound or ``top_k > 1`` is asked
             for (greedy decoding cannot honour those).
         allowed: default set of characters the output may contain (None: the whole charset).
-        min_length, max_length: default length range of the output (None: unbounded).
+        min_length, max_length: default length range of the output (None: unbounded, or
+            the length prior below).
+        length_prior: True (default): a model whose metadata records the label lengths it was
+            trained on (``label_lengths``, written by ``captcha-export`` since 0.2) is decoded
+            within that range whenever no ``min_length``/``max_length`` is given: the greedy
+            answer is kept when its length fits, else the beam search looks for the best text
+            that fits. A bound the caller gives wins over the prior's. False: any length.
 
         The decoding defaults are kept as a :class:`~captcha_edge.decoder.DecodeOptions`
         (``decode_options``) and checked against the model here: characters outside its
@@ -106,7 +112,9 @@ class Recognizer:
     def __init__(self, model: ModelSource = None, *, num_threads: int | None = None,
                  backend: str | None = None, beam_width: int | None = None,
                  allowed: str | None = None, min_length: int | None = None,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, length_prior: bool = True) -> None:
+        if not isinstance(length_prior, bool):
+            raise TypeError(f"length_prior must be True or False; got {length_prior!r}")
         if num_threads is not None:
             _decoder._validate.check_int(num_threads, "num_threads", 1)
         self.decode_options = _decoder.DecodeOptions(beam_width, allowed, min_length, max_length)
@@ -128,6 +136,10 @@ class Recognizer:
         self.model_size = len(data)
         self._flatbuffer, self.meta = _metadata.load(data, name)
         self._read_metadata(name)
+        #: ``(shortest, longest)`` text the decoder keeps to when the caller sets no length
+        #: bound: the model's ``label_lengths``; None without one or with ``length_prior=False``.
+        self.length_prior: tuple[int, int] | None = (
+            self.meta.label_lengths if length_prior else None)
         self.num_threads = num_threads
         self.backend, self._interpreter_cls = get_interpreter_class(backend)
         self._local = threading.local()
@@ -281,6 +293,30 @@ class Recognizer:
             allowed=opts.allowed, min_length=opts.min_length or 0,
             max_length=opts.max_length, prune=prune))
 
+    def _fits_prior(self, text: str) -> bool:
+        prior = self.length_prior
+        return prior is None or prior[0] <= len(text) <= prior[1]
+
+    def _with_prior(self, opts: Any) -> Any:
+        """``opts`` with the length prior filling the length bounds the caller left open (the
+        caller's bound wins; a prior that contradicts it is dropped)."""
+        prior = self.length_prior
+        if prior is None or (opts.min_length is not None and opts.max_length is not None):
+            return opts
+        lo = prior[0] if opts.min_length is None else opts.min_length
+        hi = prior[1] if opts.max_length is None else opts.max_length
+        return opts if lo > hi else opts.merged(min_length=lo, max_length=hi)
+
+    def _search(self, probs: np.ndarray, opts: Any) -> list[Any]:
+        """Beams for ``opts`` within the length prior: an unconstrained greedy answer that
+        fits it is kept as is (so the prior costs nothing then), else the constrained search."""
+        if opts.width == 1 and not opts.constrained:
+            beams = self._beams(probs, opts)
+            if self._fits_prior(str(beams[0].text)):
+                return beams
+            return self._beams(probs, self._with_prior(opts)) or beams
+        return self._beams(probs, self._with_prior(opts))
+
     def decode(self, probs: np.ndarray, *, beam_width: int | None = None,
                allowed: str | None = None, min_length: int | None = None,
                max_length: int | None = None) -> str:
@@ -288,8 +324,10 @@ class Recognizer:
         opts = self._options(beam_width=beam_width, allowed=allowed, min_length=min_length,
                              max_length=max_length)
         if opts.width == 1 and not opts.constrained:
-            return str(_decoder.decode_greedy(probs, self.charset, blank=-1))
-        beams = self._beams(probs, opts)
+            text = str(_decoder.decode_greedy(probs, self.charset, blank=-1))
+            if self._fits_prior(text):
+                return text
+        beams = self._search(probs, opts)
         return str(beams[0].text) if beams else ""
 
     # -- public API ---------------------------------------------------------------------------
@@ -331,7 +369,7 @@ class Recognizer:
         opts = self._options(beam_width=beam_width, allowed=allowed, min_length=min_length,
                              max_length=max_length, top_k=top_k)
         probs = self.infer(self.preprocess(image))
-        return self._prediction(self._beams(probs, opts))
+        return self._prediction(self._search(probs, opts))
 
     @staticmethod
     def _prediction(beams: Sequence[Any]) -> Prediction:

@@ -30,7 +30,7 @@ def write_run_info(out: Path, cfg, recipe, train_s, val_s, *, sources, keras_ver
 
     RunInfo(charset=CHARSET, blank=len(CHARSET), preprocess=recipe,
             input_shape=(cfg.height, cfg.width, 1), time_steps=cfg.time_steps,
-            max_label_length=4, model_config=cfg,
+            max_label_length=4, min_label_length=4, model_config=cfg,
             data={"sources": sources, "train_count": len(train_s), "val_count": len(val_s)},
             split={"method": "sha256(salt + name) < val_fraction", "val_fraction": 0.1,
                    "salt": ""},

@@ -218,7 +218,8 @@ def test_inspect_builds_one_inspection_interpreter_and_package_writes_model_meta
     h, w = fixture.input_size
     cfg = ModelConfig(num_classes=len(fixture.charset) + 1, height=h, width=w, size="small")
     info = RunInfo(charset=fixture.charset, blank=fixture.blank, preprocess=fixture.preprocess,
-                   input_shape=(h, w, 1), time_steps=cfg.time_steps, model_config=cfg)
+                   input_shape=(h, w, 1), time_steps=cfg.time_steps, model_config=cfg,
+                   min_label_length=3, max_label_length=6)
     run_dir = tmp_path / "runs" / "site-a"
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, h, w), dtype=np.uint8)
@@ -247,5 +248,6 @@ def test_inspect_builds_one_inspection_interpreter_and_package_writes_model_meta
     assert got_flat == flat and row["tflite_size"] == len(flat)
     assert meta.source_run == "runs/site-a" and meta.route == "tf_keras" and meta.batch == 1
     assert meta.format == "int8" and meta.stateful is row["stateful"]
+    assert meta.label_lengths == (3, 6)  # the run's training label lengths: the length prior
     assert meta.accuracy["keras_seq_acc"] == 0.5 and meta.accuracy["images"] == 3
     assert meta.output_quant == tuple(row["output_quant"]) and meta.calibration is None

@@ -347,6 +347,7 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
         charset=p.charset, blank=len(p.charset), preprocess=p.recipe,
         input_shape=(cfg.height, cfg.width, 1), time_steps=cfg.time_steps,
         max_label_length=p.max_label_length, model_config=cfg,
+        min_label_length=min(len(x) for x in [*p.train_labels, *p.val_labels]),
         data=p.meta.get("data") or {}, split=p.meta.get("split"),
         val_files=tuple(p.val_names), train_files=tuple(p.train_names),
         package_version=package_version(), keras="keras3", keras_version=keras.__version__,

@@ -41,6 +41,8 @@ class RunInfo:
         time_steps: frames T of the model's output (``model_config.time_steps``).
         model_config: the :class:`ModelConfig` that rebuilds the graph (export needs it).
         max_label_length: the longest training label.
+        min_label_length: the shortest training label (None in runs made before it was kept);
+            with ``max_label_length`` it is the length prior export writes into the model.
         data: data summary; ``data["sources"]`` says where the samples came from (a folder, a
             labels file, ``synthetic:N:seed=S:length=A-B``).
         split: how validation was split off (``method``, ``val_fraction``, ``salt``).
@@ -59,6 +61,7 @@ class RunInfo:
     time_steps: int
     model_config: ModelConfig
     max_label_length: Optional[int] = None
+    min_label_length: Optional[int] = None
     data: Mapping[str, Any] = field(default_factory=dict)
     split: Optional[Mapping[str, Any]] = None
     val_files: Tuple[str, ...] = ()
@@ -97,6 +100,10 @@ class RunInfo:
         _check(self.max_label_length is None or (_is_int(self.max_label_length)
                                                  and self.max_label_length >= 1),
                "max_label_length", "an int >= 1 or null", self.max_label_length)
+        _check(self.min_label_length is None or (
+            _is_int(self.min_label_length) and 1 <= self.min_label_length
+            and (self.max_label_length is None or self.min_label_length <= self.max_label_length)),
+            "min_label_length", "an int from 1 to max_label_length, or null", self.min_label_length)
         _check(self.keras in KERAS_FLAVOURS, "keras", " or ".join(KERAS_FLAVOURS), self.keras)
         for key in ("package_version", "keras_version", "mixed_precision"):
             v = getattr(self, key)
@@ -118,6 +125,13 @@ class RunInfo:
         put(self, "val_files", _names("val_files", self.val_files))
         put(self, "train_files", _names("train_files", self.train_files))
         put(self, "extra", _opt_mapping("extra", self.extra))
+
+    @property
+    def label_lengths(self) -> Optional[Tuple[int, int]]:
+        """(shortest, longest) training label, or None when the run did not record both."""
+        if self.min_label_length is None or self.max_label_length is None:
+            return None
+        return self.min_label_length, self.max_label_length
 
     @classmethod
     def from_dict(cls, d: Any) -> RunInfo:
