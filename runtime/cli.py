@@ -636,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", "show the model's metadata, tensors, ops, size and the backend", [common])
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_info)
+
+    from .serve import add_parser as add_serve  # stdlib-only; the app needs the [serve] extra
+    add_serve(sub)
     return parser
 
 
