@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from captcha_edge import CaptchaEdgeError, Recognizer
 
 #: The suffixes Ray reads (captcha_edge's own list, without the dot).

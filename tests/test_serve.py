@@ -259,7 +259,11 @@ def test_over_max_bytes_is_413_by_header_and_by_stream(client: httpx.Client) -> 
 
 
 def test_too_many_images_and_no_file_part(client: httpx.Client) -> None:
-    data = GOOD[0].read_bytes()
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (20, 8), 255).save(buf, "PNG")
+    data = buf.getvalue()  # 9 small images: under --max-bytes, over --max-images 8
     r = client.post("/v1/recognize", files=[("file", (f"{i}.png", data)) for i in range(9)])
     assert r.status_code == 400 and "Too many files" in r.json()["error"], r.text
     r = client.post("/v1/recognize", files={"x": (None, "text only")})  # a text part, no file
