@@ -578,14 +578,14 @@ class Guard:
             auth = headers.get(b"authorization", b"")
             scheme, _, given = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
-                self.metrics.errors.labels("", "unauthorized").inc()
+                self.metrics.errors.labels("-", "unauthorized").inc()
                 await self._reject(send, 401, "missing or wrong bearer token "
                                    "(Authorization: Bearer TOKEN)",
                                    [(b"www-authenticate", b'Bearer realm="captcha-edge"')])
                 return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            self.metrics.errors.labels("", "too_large").inc()
+            self.metrics.errors.labels("-", "too_large").inc()
             await self._reject(send, 413, f"request body of {int(length)} bytes is over the "
                                f"limit of {self.max_bytes} bytes (--max-bytes)")
             return
