@@ -11,6 +11,9 @@ image). Measured per configuration: requests/s, captchas/s, p50/p99 latency, err
 servers, the client and anything else on the machine share its cores: the 1-minute load average
 is recorded with every figure.
 
+Because the machine is shared, each row also has the server's own CPU time per captcha (user +
+system, from /proc): what a quiet machine's cores would bound (2 cores / CPU time per captcha).
+
 Also: server RSS over many requests (sampled from /proc), and Ray Data images/s with 2 actors
 vs ``captcha-edge predict --threads 2`` on the same folder.
 
@@ -111,6 +114,12 @@ class Proc:
         return self.proc.returncode
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     import socket
 
@@ -120,7 +129,7 @@ def free_port() -> int:
 
 
 async def load(url: str, bodies: list[Any], concurrency: int, requests: int, seconds: float,
-               per_request: int, kind: str) -> dict[str, Any]:
+               per_request: int, kind: str, pid: int) -> dict[str, Any]:
     """Closed-loop load: ``concurrency`` clients until ``requests`` sent or ``seconds`` pass."""
     lat: list[float] = []
     errors: list[str] = []
@@ -147,8 +156,10 @@ async def load(url: str, bodies: list[Any], concurrency: int, requests: int, sec
                     errors.append(str(ok))
 
         load_start = load_avg()
+        cpu0 = cpu_seconds(pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
+        cpu = cpu_seconds(pid) - cpu0
     lat.sort()
     n = len(lat)
     return {"concurrency": concurrency, "requests": n, "images_per_request": per_request,
@@ -157,6 +168,8 @@ async def load(url: str, bodies: list[Any], concurrency: int, requests: int, sec
             "p50_ms": round(1000 * lat[n // 2], 2) if n else None,
             "p99_ms": round(1000 * lat[min(n - 1, int(n * 0.99))], 2) if n else None,
             "mean_ms": round(1000 * statistics.fmean(lat), 2) if n else None,
+            "server_cpu_ms_per_captcha": round(1000 * cpu / max(1, n * per_request), 3),
+            "server_cpu_cores_used": round(cpu / wall, 2),
             "errors": len(errors), "first_error": errors[0] if errors else None,
             "load_avg_1m": [load_start, load_avg()]}
 
@@ -248,14 +261,15 @@ def main() -> int:
                 rows = []
                 for c in levels:
                     rows.append(asyncio.run(load(srv.url, pngs, c, args.requests, args.seconds,
-                                                 1, "ours")))
+                                                 1, "ours", srv.proc.pid)))
                     print(label, rows[-1], flush=True)
                 batches = [[("file", (f"{i}.png", pngs[(k * args.batch + i) % len(pngs)]))
                             for i in range(args.batch)] for k in range(64)]
                 for c in levels:
                     rows.append(asyncio.run(load(srv.url, batches, c,
                                                  max(1, args.requests // args.batch),
-                                                 args.seconds, args.batch, "ours-batch")))
+                                                 args.seconds, args.batch, "ours-batch",
+                                                 srv.proc.pid)))
                     print(label, "batch", rows[-1], flush=True)
                 out[label] = rows
                 out[label + "_rss_mb_after"] = rss_mb(srv.proc.pid)
@@ -282,7 +296,7 @@ def main() -> int:
             rows = []
             for c in levels:
                 rows.append(asyncio.run(load(srv.url, pngs, c, max(200, args.requests // 10),
-                                             args.seconds, 1, "dddd")))
+                                             args.seconds, 1, "dddd", srv.proc.pid)))
                 print("ddddocr", rows[-1], flush=True)
             out["ddddocr_fastapi"] = rows
             out["ddddocr_versions"] = subprocess.run(
@@ -305,7 +319,8 @@ def main() -> int:
             chunk = max(1, args.rss_requests // 10)
             t0 = time.monotonic()
             while done < args.rss_requests and time.monotonic() - t0 < args.rss_seconds:
-                r = asyncio.run(load(srv.url, pngs, 16, chunk, args.rss_seconds, 1, "ours"))
+                r = asyncio.run(load(srv.url, pngs, 16, chunk, args.rss_seconds, 1, "ours",
+                                     srv.proc.pid))
                 done += r["requests"]
                 samples.append((done, rss_mb(srv.proc.pid)))
                 print("rss", samples[-1], "errors", r["errors"], flush=True)
@@ -329,7 +344,6 @@ def ray_vs_predict(folder: str, model: str | None) -> dict[str, Any]:
     import importlib.util
 
     import ray
-
     from captcha_edge import Recognizer
 
     spec = importlib.util.spec_from_file_location("ray_folder", ROOT / "examples" / "ray_folder.py")

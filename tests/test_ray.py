@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from captcha_edge import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]

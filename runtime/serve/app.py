@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._common import package_version
 from ..errors import CaptchaEdgeError
@@ -436,7 +437,8 @@ async def read_images(request: Request, max_images: int
     """The request's images as ``(name, bytes)`` and its form text fields.
 
     A raw body (``image/*``, ``application/octet-stream``, curl's default
-    ``application/x-www-form-urlencoded`` or no content type) is one image named ``body``; ``multipart/form-data`` gives every file part, in order, named by its file name.
+    ``application/x-www-form-urlencoded`` or no content type) is one image named ``body``;
+    ``multipart/form-data`` gives every file part, in order, named by its file name.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
@@ -547,10 +549,6 @@ def openapi_document() -> dict[str, Any]:
 
 # -- middleware -----------------------------------------------------------------------------------
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
-                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
-
-
 class Guard:
     """Bearer token and body-size limit, before any routing or body parsing."""
 
@@ -561,7 +559,7 @@ class Guard:
         self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
         self.token = token.encode() if token else None
 
-    async def _reject(self, send: Any, status: int, message: str,
+    async def _reject(self, send: Send, status: int, message: str,
                       headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         body = json.dumps({"error": message, "status": status}).encode()
         await send({"type": "http.response.start", "status": status, "headers": [
@@ -569,7 +567,7 @@ class Guard:
             (b"connection", b"close"), *headers]})
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -591,7 +589,7 @@ class Guard:
             return
         seen = 0
 
-        async def limited() -> dict[str, Any]:
+        async def limited() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
