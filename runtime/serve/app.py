@@ -325,6 +325,7 @@ class Runner:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="captcha-edge")
         self._queue: asyncio.Queue[_Pending] | None = None
         self._collector: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if self.window > 0:
@@ -368,22 +369,20 @@ class Runner:
         while True:
             batch = [await self._queue.get()]
             count = len(batch[0].items)
-            deadline = loop.time() + self.window
-            while count < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    nxt = await asyncio.wait_for(self._queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+            if count < self.max_batch:
+                # Sleep, then drain: no cancelled get() that could lose a request.
+                await asyncio.sleep(self.window)
+            while count < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
                 batch.append(nxt)
                 count += len(nxt.items)
             groups: dict[tuple[int, str], list[_Pending]] = {}
             for p in batch:
                 groups.setdefault((id(p.model), p.opts_key), []).append(p)
             for group in groups.values():
-                loop.create_task(self._run_group(group))
+                task = loop.create_task(self._run_group(group))
+                self._tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._tasks.discard)
 
     async def _run_group(self, group: list[_Pending]) -> None:
         items = [it for p in group for it in p.items]
