@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="logical CPUs of the local instance (default: actors + 1, one "
                              "for reading files)")
     args = parser.parse_args(argv)
-    if args.address is None and Path(args.folder).exists() is False and "://" not in args.folder:
+    if args.address is None and "://" not in args.folder and not Path(args.folder).exists():
         parser.error(f"{args.folder}: no such folder")
 
     import ray

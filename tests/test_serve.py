@@ -440,12 +440,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, rec: Recognizer) -> N
         assert s.proc.poll() is None  # still waiting for our request
         conn.sendall(data[100:])
         buf = b""
-        while b"\r\n\r\n" not in buf or len(buf.split(b"\r\n\r\n", 1)[1]) < int(
-                re.search(rb"content-length: (\d+)", buf.lower()).group(1)  # type: ignore[union-attr]
-                if b"content-length" in buf.lower() else 1 << 30):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
+        while chunk := conn.recv(65536):  # a draining server closes after the response
             buf += chunk
     head, body = buf.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200"), head
