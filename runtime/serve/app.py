@@ -625,6 +625,7 @@ def create_app(models: ModelSet, settings: Settings,
     reload_now = asyncio.Event()
     state: dict[str, Any] = {}
     openapi = openapi_document()
+    version = package_version()
 
     async def recognize(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -696,8 +697,7 @@ def create_app(models: ModelSet, settings: Settings,
 
     async def healthz(request: Request) -> Response:
         n = len(models.models)
-        body = {"status": "ok" if n else "no models", "models": n,
-                "version": package_version()}
+        body = {"status": "ok" if n else "no models", "models": n, "version": version}
         return JSONResponse(body, status_code=200 if n else 503)
 
     async def prometheus(request: Request) -> Response:
