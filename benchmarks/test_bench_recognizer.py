@@ -11,12 +11,13 @@ of it, so it only reports), and 2 workers >= 1.6x the throughput of one (needs 2
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 
 import pytest
 from captcha_edge import DEFAULT_MODEL, Recognizer
+from captcha_edge.synthetic import synthetic_pngs
+from captcha_edge.timing import medians, stage_times
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data" / "captcha_images_v2"
@@ -32,9 +33,7 @@ if DEFAULT_MODEL.is_file():
 def pngs() -> list[bytes]:
     if SHARED.is_dir():
         return [p.read_bytes() for p in sorted(SHARED.glob("*.png"))[:200]]
-    from captcha_edge.cli import _synthetic_pngs
-
-    return _synthetic_pngs(64, (200, 50), "abcdefghkmnpqrstuvwxyz23456789")
+    return synthetic_pngs(64, (200, 50))
 
 
 def _cycle(items: list[bytes]):
@@ -69,26 +68,8 @@ def test_bare_invoke(benchmark, pngs: list[bytes], name: str) -> None:
 
 
 def _stage_medians(rec: Recognizer, pngs: list[bytes], n: int) -> dict[str, float]:
-    """Median seconds of each stage, interleaved image by image so that noise hits all alike."""
-    interp = rec._interpreter()
-    t: dict[str, list[float]] = {"preprocess": [], "infer": [], "ctc": [], "invoke": []}
-    clock = time.perf_counter
-    for k in range(n):
-        png = pngs[k % len(pngs)]
-        t0 = clock()
-        arr = rec.preprocess(png)
-        t1 = clock()
-        probs = rec.infer(arr)
-        t2 = clock()
-        rec.decode(probs)
-        t3 = clock()
-        interp.invoke()
-        t4 = clock()
-        t["preprocess"].append(t1 - t0)
-        t["infer"].append(t2 - t1)
-        t["ctc"].append(t3 - t2)
-        t["invoke"].append(t4 - t3)
-    return {k: statistics.median(v) for k, v in t.items()}
+    """Median seconds of each stage (captcha_edge.timing: the loop ``captcha-edge bench`` runs)."""
+    return medians(stage_times(rec, pngs, n))
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if "int8" in n])

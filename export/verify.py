@@ -13,6 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import metrics
+from ..metrics import edit_distance as edit_distance  # re-exported: the name callers know
+
 #: Ops allowed to touch float tensors in a full-int8 model: the conversions at its edges.
 BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _FLOAT = ("float32", "float16", "float64")
@@ -67,23 +70,11 @@ def io_details(flatbuffer: bytes) -> Dict[str, Any]:
 
 
 def greedy(frames: np.ndarray, charset: str, blank: int) -> str:
-    """Best path: merge repeated frame labels, drop blanks."""
-    out, prev = [], -1
-    for k in frames.tolist():
-        if k != prev and k != blank:
-            out.append(charset[k])
-        prev = k
-    return "".join(out)
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
+    """Best path of per-frame class indices: merge repeats, drop blanks (via the decoder)."""
+    num_classes = len(charset) + 1
+    onehot = np.zeros((1, len(frames), num_classes), np.float32)
+    onehot[0, np.arange(len(frames)), np.asarray(frames, dtype=np.int64)] = 1.0
+    return metrics.greedy_texts(onehot, charset, blank=blank)[0]
 
 
 def run_model(flatbuffer: bytes, images: np.ndarray, *, num_threads: int = 1,
@@ -145,11 +136,8 @@ class Verification:
 def scores(probs: np.ndarray, labels: Sequence[str], charset: str,
            blank: int) -> Tuple[float, float]:
     """(sequence accuracy, CER) of greedy decoding."""
-    preds = [greedy(p.argmax(-1), charset, blank) for p in probs]
-    right = sum(p == t for p, t in zip(preds, labels))
-    errors = sum(edit_distance(p, t) for p, t in zip(preds, labels))
-    chars = sum(len(t) for t in labels)
-    return right / max(1, len(labels)), errors / max(1, chars)
+    s = metrics.score(list(labels), metrics.greedy_texts(probs, charset, blank=blank))
+    return s["seq_acc"], s["cer"]
 
 
 def evaluate(fmt: str, flatbuffer: bytes, size: int, images: np.ndarray, labels: Sequence[str],

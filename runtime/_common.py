@@ -31,7 +31,7 @@ def package_version() -> str:
         return SOURCE_VERSION
 
 
-def atomic_write_with(path: Union[str, Path], write: Callable[[Path], None],
+def atomic_write_with(path: Union[str, Path], write: Callable[[Path], object],
                       suffix: str = "") -> None:
     """Call ``write(tmp)`` on a fresh temp name beside ``path``, then rename it over ``path``.
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 import numpy as np
@@ -17,8 +17,11 @@ from PIL import Image
 
 from .errors import ImageError
 
-#: Images with more pixels than this are refused before decoding (decompression-bomb guard).
+#: Images with more pixels than this are refused before decoding (decompression-bomb guard);
+#: arrays and PIL images get the same limit.
 MAX_PIXELS = 40_000_000
+#: Bytes read at most from a path that is not a regular file (a FIFO, ``<(cat img.png)``).
+MAX_STREAM_BYTES = 64 * 2**20
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
 
@@ -61,39 +64,103 @@ def make_recipe(**overrides: Any) -> dict[str, Any]:
 
 def _name(src: Any) -> str:
     if isinstance(src, (str, os.PathLike)):
-        return str(src)
-    return getattr(src, "name", None) or f"<{type(src).__name__}>"
+        return str(src) if os.fspath(src) != "" else "''"
+    name = getattr(src, "name", None)
+    return str(name) if isinstance(name, (str, bytes)) and name else f"<{type(src).__name__}>"
+
+
+def _fail(name: str, problem: str, exc: BaseException) -> ImageError:
+    """An ImageError naming the file, the problem and (one line of) what the decoder said."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, Image.UnidentifiedImageError):
+        detail = "cannot identify image file"  # PIL's text repeats the name or a BytesIO repr
+    elif not isinstance(exc, (OSError, ValueError, SyntaxError)):
+        detail = f"{type(exc).__name__}: {detail}"
+    return ImageError(f"{name}: {problem} ({detail})")
+
+
+def _checked_size(img: Image.Image, name: str) -> Image.Image:
+    """Refuse images with no pixels or more than :data:`MAX_PIXELS`."""
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{name}: empty image ({w}x{h} pixels)")
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
+    return img
+
+
+def _from_array(src: np.ndarray, name: str) -> Image.Image:
+    if src.ndim not in (2, 3) or src.size == 0 or (src.ndim == 3 and src.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"{name}: array must be (H, W) or (H, W, 1|3|4) and not empty; "
+                         f"got shape {src.shape}")
+    if src.dtype != np.uint8:
+        raise ImageError(f"{name}: array must be uint8; got {src.dtype}")
+    h, w = src.shape[:2]
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
+    return Image.fromarray(np.ascontiguousarray(src[..., 0] if src.ndim == 3 and src.shape[2] == 1
+                                                else src))
+
+
+def _open_path(path: str, name: str) -> Any:
+    """What PIL opens for a path: the path of a regular file, else the bytes read from it.
+
+    A FIFO, ``/dev/stdin`` or a shell's ``<(cat img.png)`` is read (up to
+    :data:`MAX_STREAM_BYTES`) instead of being judged by its size, which is always 0.
+    """
+    if path == "":
+        raise ImageError("'': empty path; expected an image file name")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        why = " (dangling symbolic link)" if os.path.islink(path) else ""
+        raise ImageError(f"{name}: no such file{why}") from None
+    except OSError as exc:  # name too long, symlink loop, permission denied, ...
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # an embedded NUL, a surrogate the file system cannot encode
+        raise ImageError(f"{name}: not a usable path ({exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{name}: is a directory, not an image")
+    if stat.S_ISREG(st.st_mode):
+        if st.st_size == 0:
+            raise ImageError(f"{name}: empty file (0 bytes)")
+        return path
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STREAM_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > MAX_STREAM_BYTES:
+        raise ImageError(f"{name}: more than {MAX_STREAM_BYTES} bytes; not a captcha image")
+    if not data:
+        raise ImageError(f"{name}: empty input (0 bytes)")
+    return io.BytesIO(data)
 
 
 def load_image(src: ImageSource) -> Image.Image:
     """Open ``src`` (path, bytes, binary file, PIL image or uint8 array) as a decoded PIL image.
 
+    Every problem with the image itself is an :class:`ImageError`, whatever the decoder raised.
+
     Raises:
         ImageError: with the file name and the problem (missing, empty, not an image, truncated,
-            too large, animated).
+            too large, animated, unreadable).
+        TypeError: ``src`` is none of the accepted types, or a file opened in text mode.
     """
     name = _name(src)
     if isinstance(src, Image.Image):
-        return src
+        return _checked_size(src, name)
     if isinstance(src, np.ndarray):
-        if src.ndim not in (2, 3) or src.size == 0:
-            raise ImageError(f"{name}: array must be (H, W) or (H, W, C); got shape {src.shape}")
-        if src.dtype != np.uint8:
-            raise ImageError(f"{name}: array must be uint8; got {src.dtype}")
-        return Image.fromarray(src[..., 0] if src.ndim == 3 and src.shape[2] == 1 else src)
+        return _from_array(src, name)
     if isinstance(src, (bytes, bytearray)):
         if not src:
             raise ImageError(f"{name}: empty input (0 bytes)")
         fp: Any = io.BytesIO(src)
     elif isinstance(src, (str, os.PathLike)):
-        p = Path(src)
-        if not p.exists():
-            raise ImageError(f"{name}: no such file")
-        if p.is_dir():
-            raise ImageError(f"{name}: is a directory, not an image")
-        if p.stat().st_size == 0:
-            raise ImageError(f"{name}: empty file (0 bytes)")
-        fp = str(p)
+        path = os.fspath(src)
+        fp = _open_path(path if isinstance(path, str) else os.fsdecode(path), name)
+    elif isinstance(src, io.TextIOBase):
+        raise TypeError(f"image file {name} is open in text mode; open it with 'rb'")
     elif hasattr(src, "read"):
         fp = src
     else:
@@ -102,24 +169,33 @@ def load_image(src: ImageSource) -> Image.Image:
     try:
         img = Image.open(fp)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({exc})") from None
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"{name}: not a readable image ({exc})") from None
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"{name}: image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
-    frames = getattr(img, "n_frames", 1)
+        raise _fail(name, "image too large", exc) from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file itself, not its contents
+            raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        raise _fail(name, "not a readable image", exc) from None
+    except Exception as exc:  # noqa: BLE001 -- a decoder's surprise is still a bad image
+        raise _fail(name, "not a readable image", exc) from None
+    _checked_size(img, name)
+    try:
+        frames = getattr(img, "n_frames", 1)
+    except Exception as exc:  # noqa: BLE001 -- counting frames decodes a mutated file
+        raise _fail(name, "truncated or corrupt image", exc) from None
     if frames > 1:
         raise ImageError(f"{name}: animated image with {frames} frames; give a single frame")
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: truncated or corrupt image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 -- OSError, SyntaxError, NotImplementedError, ...
+        raise _fail(name, "truncated or corrupt image", exc) from None
     return img
 
 
-def to_gray(img: Image.Image, background: int = 255) -> Image.Image:
-    """Convert any Pillow mode to 8-bit grayscale; transparency is composited on ``background``."""
+def to_gray(img: Image.Image, background: int = 255, *, name: str = "image") -> Image.Image:
+    """Convert any Pillow mode to 8-bit grayscale; transparency is composited on ``background``.
+
+    Raises:
+        ImageError: a float (mode ``F``) image holds NaN or infinite values.
+    """
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -128,10 +204,14 @@ def to_gray(img: Image.Image, background: int = 255) -> Image.Image:
         return Image.fromarray(arr, mode="L")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: float image with NaN or infinite pixel values")
         scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
         return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
-    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info) \
-        or (mode in ("L", "RGB") and "transparency" in img.info)
+    if mode == "La":  # premultiplied alpha: Pillow converts it only to LA
+        img, mode = img.convert("LA"), "LA"
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "PA") \
+        or (mode in ("P", "L", "RGB") and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (background, background, background, 255))
@@ -140,15 +220,31 @@ def to_gray(img: Image.Image, background: int = 255) -> Image.Image:
         return img
     if mode == "1":
         return img.convert("L")
-    return img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV, P, RGB
+    return img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV, P, RGB, RGBX
 
 
 def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np.ndarray:
     """Load ``src`` and apply ``recipe``: a uint8 array of shape (height, width), raw grey levels.
 
     This is the model input (before the batch and channel axes); models scale it themselves.
+
+    Raises:
+        ImageError: the image cannot be read or converted (see :func:`load_image`).
+        TypeError: ``src`` is not an accepted image type.
     """
-    img = to_gray(load_image(src), int(recipe["background"]))
+    img = load_image(src)
+    name = _name(src)
+    try:
+        return _apply(img, recipe, name)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- e.g. a lazily decoded PIL image that is corrupt
+        raise _fail(name, f"cannot convert this {img.mode} image", exc) from None
+
+
+def _apply(img: Image.Image, recipe: Mapping[str, Any], name: str) -> np.ndarray:
+    """Grayscale, then stretch or pad to the recipe's size."""
+    img = to_gray(img, int(recipe["background"]), name=name)
     h, w = int(recipe["height"]), int(recipe["width"])
     resample = _RESAMPLE[recipe["resample"]]
     if recipe["resize"] == "pad":

@@ -333,7 +333,9 @@ class Recognizer:
             The text.
 
         Raises:
-            ImageError: the image cannot be read (message names the file and the problem).
+            ImageError: the image cannot be read, whatever the reason (message names the file
+                and the problem).
+            TypeError: ``image`` is not one of the types above, or a file open in text mode.
             ValueError: a decoding option is out of range.
         """
         probs = self.infer(self.preprocess(image))

@@ -29,11 +29,14 @@ BAD_PROBLEMS = {
 
 
 def cli(*args: str, stdin: bytes = b"", cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``captcha-edge`` as a user would (``python -m`` so the test venv's copy is used)."""
+    """Run ``captcha-edge`` as a user would (``python -m`` so the test venv's copy is used).
+
+    Warnings keep their defaults (no ``PYTHONWARNINGS=ignore``): a stray one on stderr must fail
+    the tests that expect one line per bad input.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run([sys.executable, "-m", "captcha_edge.cli", *args], check=False,
-                          input=stdin,
-                          capture_output=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          input=stdin, capture_output=True, cwd=cwd, timeout=300, env=env)
 
 
 def out_lines(res: subprocess.CompletedProcess) -> list[str]:
@@ -330,3 +333,38 @@ def test_empty_folder_is_one_failed_input(tmp_path: Path) -> None:
     assert len(out_lines(res)) == 1 and out_lines(res)[0].startswith(str(GOOD / "2b4cd.png"))
     (line,) = err_lines(res)
     assert line.startswith(f"captcha-edge: {tmp_path}: folder has no image files")
+
+
+# -- in-process pieces ---------------------------------------------------------------------------
+
+def test_printable_names_are_one_line_and_valid_utf8() -> None:
+    from captcha_edge.inputs import json_line, printable
+
+    name = os.fsdecode(b"a\xffb\n\tc\x1b.png")
+    shown = printable(name)
+    assert shown == "a\\udcffb\\n\\tc\\x1b.png"
+    shown.encode("utf-8")  # no surrogate left
+    line = json_line({"path": name, "text": "\u00e9"})
+    assert "\n" not in line and "\u00e9" in line  # non-ASCII text stays readable
+    assert json.loads(line.encode("utf-8").decode("utf-8"))["path"] == name
+
+
+def test_a_subcommand_module_registers_itself(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """The hook the serve subcommand uses: a module in SUBCOMMAND_MODULES with register()."""
+    import types
+
+    from captcha_edge import cli as cli_mod
+
+    mod = types.ModuleType("captcha_edge._hook_probe")
+
+    def register(add, parents) -> None:  # noqa: ANN001
+        p = add("probe", "a probe command", [parents["model"], parents["decoding"]],
+                epilog="examples:\n  captcha-edge probe")
+        p.set_defaults(func=lambda args: print(f"probe {args.model} {args.beam_width}") or 0)
+
+    mod.register = register  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "captcha_edge._hook_probe", mod)
+    monkeypatch.setattr(cli_mod, "SUBCOMMAND_MODULES", ("_hook_probe", "_absent_module"))
+    assert cli_mod.main(["probe", "-m", "x.tflite", "--beam-width", "3"]) == 0
+    assert capsys.readouterr().out == "probe x.tflite 3\n"

@@ -1,8 +1,11 @@
-"""Runtime preprocessing equals the training pipeline's on the shared images (<= 1 grey level).
+"""The runtime feeds the interpreter exactly what training fed the Keras model, on real files.
 
-Training loads images with ``captcha_edge.train.data.load_samples`` (numpy + Pillow, no
-TensorFlow); the runtime with ``Recognizer.preprocess``. Both should reach the same function;
-this test proves it on real files, read the ways a runtime user would hand them in.
+Training's side: ``captcha_edge.train.data.find_samples`` + ``load_samples`` (the arrays
+``fit.py`` turns into float32 ``(N, H, W, 1)`` batches). The runtime's side: a Recognizer built
+from a model whose embedded metadata carries the recipe (never patched afterwards), reading each
+file the five ways a user hands it in, and the tensor it actually sets on its interpreter. Both
+are also checked against a reference written here with plain Pillow calls, so a change to
+``to_array`` that both sides share cannot pass unnoticed.
 """
 from __future__ import annotations
 
@@ -11,41 +14,98 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from captcha_edge import Recognizer, metadata
-from captcha_edge.preprocess import make_recipe
+from captcha_edge import DEFAULT_MODEL, Recognizer, metadata
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data" / "captcha_images_v2"
+SHARED = ROOT / ".." / "shared" / "data"
 INT8 = ROOT / "tests" / "data" / "tiny_int8.tflite"
+FLOAT32 = ROOT / "tests" / "data" / "tiny_float32.tflite"
 
 data = pytest.importorskip("captcha_edge.train.data", reason="training data module not present")
+
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+            "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+            "box": Image.Resampling.BOX}
 
 
 @pytest.fixture(scope="module")
 def samples() -> list:
+    """Grey PNGs of the default style plus colour JPEGs of two other sizes."""
     if not SHARED.is_dir():
-        pytest.skip(f"shared captcha images not found at {SHARED}")
-    return data.find_samples(SHARED)[::7]  # 120 of the 840, spread over the set
+        pytest.skip(f"shared data not found at {SHARED}")
+    picked = data.find_samples(SHARED / "captcha_images_v2")[::40]
+    picked += data.find_samples(SHARED / "styles" / "digits-color",
+                                labels_file=SHARED / "styles" / "digits-color" / "labels.csv")[:12]
+    picked += data.find_samples(SHARED / "styles" / "amazon")[:8]
+    return picked
 
 
-@pytest.mark.parametrize("recipe", [
-    metadata.read(INT8)["preprocess"],
-    make_recipe(),
-    make_recipe(height=64, width=256, resize="pad", resample="bicubic"),
-], ids=["fixture-32x96", "default-50x200", "pad-64x256-bicubic"])
-def test_runtime_matches_training_pipeline(samples: list, recipe: dict) -> None:
+def reference(path: Path, recipe: dict) -> np.ndarray:
+    """The recipe applied with plain Pillow calls (grey images of these sets have no alpha)."""
+    img = Image.open(path)
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        bg = Image.new("RGBA", img.size, (recipe["background"],) * 3 + (255,))
+        img = Image.alpha_composite(bg, img.convert("RGBA"))
+    grey = img.convert("L") if img.mode in ("L", "1") else img.convert("RGB").convert("L")
+    w, h = recipe["width"], recipe["height"]
+    f = _FILTERS[recipe["resample"]]
+    if recipe["resize"] == "pad":
+        s = min(w / grey.width, h / grey.height)
+        canvas = Image.new("L", (w, h), recipe["background"])
+        canvas.paste(grey.resize((max(1, round(grey.width * s)), max(1, round(grey.height * s))),
+                                 f), (0, 0))
+        grey = canvas
+    elif grey.size != (w, h):
+        grey = grey.resize((w, h), f)
+    return np.asarray(grey, dtype=np.uint8)
+
+
+def _with_recipe(model: Path, **changes: object) -> tuple[Recognizer, dict]:
+    """A Recognizer on ``model``'s graph whose metadata recipe has ``changes``, and that recipe."""
+    flat, meta = metadata.split(model.read_bytes())
+    recipe = {**meta["preprocess"], **changes}
+    return Recognizer(metadata.embed(flat, {**meta, "preprocess": recipe})), recipe
+
+
+def _fed_tensor(rec: Recognizer, src: object) -> np.ndarray:
+    """What the runtime sets as the interpreter's input for ``src``."""
+    rec.infer(rec.preprocess(src))
+    interp = rec._interpreter()
+    return np.array(interp.get_tensor(interp.get_input_details()[0]["index"]))
+
+
+def _training_feed(images: np.ndarray, rec: Recognizer) -> np.ndarray:
+    """Training's batch (float32 pixels, channel last) in the dtype the exported input takes."""
+    x = images.astype(np.float32)[..., None]
+    d = rec._interpreter().get_input_details()[0]
+    if d["dtype"] == np.float32:
+        return x
+    scale, zero = d["quantization"]
+    info = np.iinfo(d["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
+
+
+@pytest.mark.parametrize("model, changes", [
+    (INT8, {}),
+    (FLOAT32, {}),
+    (INT8, {"resize": "pad", "resample": "bicubic"}),
+    (FLOAT32, {"resize": "pad", "resample": "nearest", "background": 0}),
+    (DEFAULT_MODEL, {}),
+], ids=["int8", "float32", "int8-pad-bicubic", "float32-pad-nearest-black", "default-50x200"])
+def test_runtime_feeds_what_training_fed(samples: list, model: Path, changes: dict) -> None:
+    if not model.is_file():
+        pytest.skip(f"{model.name} not present")
+    rec, recipe = _with_recipe(model, **changes)
+    assert rec.recipe == recipe  # the recipe reached the runtime through the metadata only
     loaded = data.load_samples(samples, recipe)
     assert not loaded.unreadable and len(loaded.samples) == len(samples)
-    rec = Recognizer(INT8)
-    rec.recipe = recipe  # only preprocess() is used here; the model's own recipe is 32x96
-    worst = 0
-    for s, trained in zip(loaded.samples, loaded.images):
+    feed = _training_feed(loaded.images, rec)
+    for k, s in enumerate(loaded.samples):
+        assert np.array_equal(loaded.images[k], reference(s.path, recipe)), s.name
         raw = s.path.read_bytes()
         pil = Image.open(io.BytesIO(raw))
         for src in (s.path, raw, io.BytesIO(raw), pil, np.asarray(pil)):
-            got = rec.preprocess(src)
-            assert got.shape == trained.shape == (recipe["height"], recipe["width"])
-            assert got.dtype == trained.dtype == np.uint8
-            worst = max(worst, int(np.abs(got.astype(np.int16) - trained).max()))
-    assert worst <= 1, f"runtime and training differ by {worst} grey levels"
+            got = _fed_tensor(rec, src)
+            assert got.dtype == feed.dtype
+            assert np.array_equal(got.reshape(feed[k].shape), feed[k]), (s.name, type(src))

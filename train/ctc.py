@@ -1,76 +1,33 @@
-"""CTC helpers for training-time evaluation: greedy decoding, edit distance, confusions (numpy).
+"""CTC helpers for training-time evaluation: greedy decoding, edit distance, confusions.
 
-These exist so training needs nothing from the runtime decoder (which is built separately); the
-blank is the last class, as everywhere in captcha_edge.
+Thin names over :mod:`captcha_edge.metrics` (the one copy, shared with the runtime's ``eval`` and
+the exporter's checks; numpy and the decoder's pure-Python twin only, no TensorFlow). The blank is
+the last class, as everywhere in captcha_edge.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .. import metrics
+from ..metrics import edit_ops, score
+
+__all__ = ["confusions", "edit_ops", "greedy_decode", "score"]
+
 
 def greedy_decode(probs: np.ndarray, charset: str) -> List[str]:
-    """Best path for a batch: ``probs`` (N, T, C) with blank = C - 1 -> N strings."""
-    if probs.ndim != 3 or probs.shape[-1] != len(charset) + 1:
-        raise ValueError(f"probs must be (N, T, {len(charset) + 1}); got shape {probs.shape}")
-    blank = len(charset)
-    best = probs.argmax(axis=-1)
-    out = []
-    for row in best:
-        keep = np.ones(row.shape, bool)
-        keep[1:] = row[1:] != row[:-1]
-        out.append("".join(charset[i] for i in row[keep] if i != blank))
-    return out
+    """Best path for a batch: ``probs`` (N, T, C) with blank = C - 1 -> N strings.
 
-
-def edit_ops(truth: str, pred: str) -> Tuple[int, List[Tuple[str, str]]]:
-    """Levenshtein distance and the aligned substitutions/deletions/insertions.
-
-    Returns ``(distance, ops)`` where each op is ``(truth_char, pred_char)``; ``""`` on one side
-    marks a deletion (missed character) or an insertion (extra character).
+    A diverged model's NaN/inf outputs are scored (as 0 / 1) instead of stopping the epoch's
+    evaluation: its accuracy then shows what happened.
     """
-    n, m = len(truth), len(pred)
-    d = np.zeros((n + 1, m + 1), np.int32)
-    d[:, 0] = np.arange(n + 1)
-    d[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1,
-                          d[i - 1, j - 1] + (truth[i - 1] != pred[j - 1]))
-    ops: List[Tuple[str, str]] = []
-    i, j = n, m
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and d[i, j] == d[i - 1, j - 1] + (truth[i - 1] != pred[j - 1]):
-            if truth[i - 1] != pred[j - 1]:
-                ops.append((truth[i - 1], pred[j - 1]))
-            i, j = i - 1, j - 1
-        elif i > 0 and d[i, j] == d[i - 1, j] + 1:
-            ops.append((truth[i - 1], ""))
-            i -= 1
-        else:
-            ops.append(("", pred[j - 1]))
-            j -= 1
-    return int(d[n, m]), ops[::-1]
-
-
-def score(truths: Sequence[str], preds: Sequence[str]) -> Dict[str, float]:
-    """Sequence accuracy (exact match) and character error rate (edits / truth characters)."""
-    if len(truths) != len(preds):
-        raise ValueError(f"{len(truths)} truths but {len(preds)} predictions")
-    if not truths:
-        return {"seq_acc": 0.0, "cer": 0.0}
-    exact = sum(t == p for t, p in zip(truths, preds))
-    edits = sum(edit_ops(t, p)[0] for t, p in zip(truths, preds))
-    chars = max(1, sum(len(t) for t in truths))
-    return {"seq_acc": exact / len(truths), "cer": edits / chars}
+    finite = np.nan_to_num(np.asarray(probs, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return metrics.greedy_texts(finite, charset, blank=-1)
 
 
 def confusions(truths: Sequence[str], preds: Sequence[str], top: int = 10) -> List[Dict[str, object]]:
     """The most frequent character errors, e.g. ``{"truth": "m", "pred": "n", "count": 3}``."""
-    c: Counter = Counter()
-    for t, p in zip(truths, preds):
-        if t != p:
-            c.update(edit_ops(t, p)[1])
-    return [{"truth": a, "pred": b, "count": k} for (a, b), k in c.most_common(top)]
+    pairs: List[Tuple[str, str]] = [(t, p) for t, p in zip(truths, preds) if t != p]
+    found = metrics.confusions([t for t, _ in pairs], [p for _, p in pairs], top)
+    return [{"truth": a, "pred": b, "count": k} for (a, b), k in found]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Callable
 
 #: The modules the service needs, by the distribution that provides them.
 REQUIRED = {"starlette": "starlette", "uvicorn": "uvicorn",
@@ -60,12 +60,16 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand to ``captcha-edge``'s subparsers."""
+def register(add: Callable[..., argparse.ArgumentParser],
+             parents: dict[str, argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add ``serve`` to ``captcha-edge`` (the :data:`captcha_edge.cli.SUBCOMMAND_MODULES` hook).
+
+    Args:
+        add: ``add(name, help, parents, epilog)`` -> a new subparser.
+        parents: the CLI's shared option groups; ``serve`` uses "backend".
+    """
     help_ = "serve recognition over HTTP (needs the [serve] extra)"
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve", help=help_, description=help_, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add("serve", help_, [parents["backend"]], EPILOG)
     m = p.add_argument_group("models")
     m.add_argument("--model", "-m", action="append", default=[], metavar="PATH",
                    help="a .tflite to serve, by its file stem; repeatable (default: the bundled "
@@ -77,8 +81,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--reload-interval", type=_nonneg_float, default=2.0, metavar="S",
                    help="seconds between checks of the model files for changes; 0 = only "
                         "on SIGHUP (default 2)")
-    m.add_argument("--backend", choices=["ai-edge-litert", "tflite-runtime", "tensorflow"],
-                   default=None, help="TFLite interpreter (default: first installed)")
     n = p.add_argument_group("network")
     n.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the service)")
