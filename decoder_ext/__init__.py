@@ -25,17 +25,19 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, TypeVar
-
-import numpy as np
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from . import _ctc_py, _validate
-from ._validate import Allowed, Alphabet
+from ._options import DecodeOptions
+from ._validate import DEFAULT_BEAM_WIDTH, MAX_BEAM_WIDTH, Allowed, Alphabet
 
 __all__ = [
+    "DEFAULT_BEAM_WIDTH",
     "DEFAULT_PRUNE",
     "ENGINES",
+    "MAX_BEAM_WIDTH",
     "Beam",
+    "DecodeOptions",
     "beam_search",
     "beam_search_batch",
     "decode_beam",
@@ -55,7 +57,6 @@ if not os.environ.get("CAPTCHA_EDGE_PUREPYTHON"):
     except ImportError:  # no compiler at install time: the Python twin does the work
         pass
 _DEFAULT = ENGINES.get("cython", _ctc_py)
-_scan: Callable[[Any], int] = getattr(ENGINES.get("cython"), "scan", _validate.scan_numpy)
 
 #: Default per-frame probability below which a class does not extend beam prefixes.
 DEFAULT_PRUNE = 1e-3
@@ -119,15 +120,49 @@ T = TypeVar("T")
 GREEDY_VALUES_PER_THREAD = 1 << 18
 
 
-def _chunked(
-    run: Callable[[Any], list[T]], p: np.ndarray, num_threads: int, mod: ModuleType,
-    min_values: int = 0,
-) -> list[T]:
-    """Run ``run`` on contiguous slices of the batch in up to ``num_threads`` threads (the
-    Cython kernels release the GIL), each slice holding at least ``min_values`` values; the
-    Python engine, which holds the GIL, always runs in the calling thread."""
+class _Prepared(NamedTuple):
+    """Validated inputs of one public call: the engine, ``probs`` as the kernels want it, the
+    symbol of each class (``""`` for the blank), the blank index and the thread count."""
+
+    mod: ModuleType
+    p: _validate.FloatArray
+    symbols: tuple[str, ...]
+    blank: int
+    num_threads: int
+
+
+def _prepare(probs: Any, alphabet: Alphabet, ndim: int, blank: Any, log_input: bool,
+             engine: str | None, num_threads: Any = 1) -> _Prepared:
+    """Look the engine up and validate ``probs``, ``alphabet``, ``blank`` and ``num_threads``."""
+    mod = _engine(engine)
+    nt = _validate.check_num_threads(num_threads)
+    p = _validate.check_probs(probs, ndim, log_input, mod.scan)
+    symbols, b = _validate.symbols(alphabet, p.shape[-1], blank)
+    return _Prepared(mod, p, symbols, b, nt)
+
+
+def _prepare_beam(
+    probs: Any, alphabet: Alphabet, ndim: int, blank: Any, log_input: bool,
+    engine: str | None, num_threads: Any, beam_width: Any, top_k: Any, allowed: Any,
+    min_length: Any, max_length: Any, prune: Any,
+) -> tuple[_Prepared, tuple[Any, ...]]:
+    """:func:`_prepare` plus the beam options, validated once for the whole call; returns the
+    kernel arguments after ``p`` (all but ``want_conf``)."""
+    pr = _prepare(probs, alphabet, ndim, blank, log_input, engine, num_threads)
+    w, k, lo, hi, thr = _validate.check_beam_options(
+        beam_width, top_k, min_length, max_length, prune, pr.p.shape[-2], log_input
+    )
+    classes = _validate.check_allowed(allowed, pr.symbols, pr.blank)
+    return pr, (pr.blank, log_input, w, k, classes, lo, hi, thr)
+
+
+def _chunked(run: Callable[[Any], list[T]], pr: _Prepared, min_values: int = 0) -> list[T]:
+    """Run ``run`` on contiguous slices of the batch ``pr.p`` in up to ``pr.num_threads``
+    threads (the Cython kernels release the GIL), each slice holding at least ``min_values``
+    values; the Python engine, which holds the GIL, always runs in the calling thread."""
+    p = pr.p
     n = p.shape[0]
-    workers = min(num_threads, n) if mod is not _ctc_py else 1
+    workers = min(pr.num_threads, n) if pr.mod is not _ctc_py else 1
     if min_values:
         workers = min(workers, max(1, p.size // min_values))
     if workers <= 1:
@@ -153,7 +188,19 @@ def _chunked(
     return [item for part in parts for item in part]
 
 
+def _beams(symbols: tuple[str, ...], found: list[Any]) -> list[Beam]:
+    """Kernel tuples -> :class:`Beam` objects."""
+    return [_beam(symbols, labels, logp, confs) for labels, logp, confs in found]
+
+
+def _beam(symbols: tuple[str, ...], labels: list[int], logp: float, confs: list[float]) -> Beam:
+    """Build one :class:`Beam` from kernel output."""
+    return Beam(_text(symbols, labels), tuple(labels), logp, tuple(confs), math.exp(logp))
+
+
 # ---------------------------------------------------------------------------------- greedy
+
+_greedy_fast = _validate.greedy_fast  # one attribute lookup less on the fast path
 
 
 def decode_greedy(
@@ -181,21 +228,14 @@ def decode_greedy(
         TypeError, ValueError: bad ``probs``/``alphabet``/``blank`` (message names which).
         ImportError: ``engine="cython"`` but the extension is not built.
     """
-    if engine is None:
-        mod = _DEFAULT
-    else:  # a hit in ENGINES skips _engine's call (~0.1 µs, a fifteenth of the budget)
-        mod = ENGINES.get(engine) if type(engine) is str else None  # type: ignore[assignment]
-        if mod is None:
-            mod = _engine(engine)
-    if type(blank) is int and blank == -1 and log_input is False:
-        # The common case (float32 model output, str alphabet, blank last) in one kernel call
-        # that checks, decodes and joins; None for anything else, which the path below handles.
-        text = mod.greedy_str(probs, alphabet)
-        if text is not None:
-            return text  # type: ignore[no-any-return]
-    p = _validate.check_probs(probs, 2, log_input, _scan)
-    symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
-    return mod.greedy_text(p, b, symbols)  # type: ignore[no-any-return]
+    # A hit in ENGINES skips _engine's call (~0.1 µs, a twentieth of the fast path's time).
+    mod = _DEFAULT if engine is None else ENGINES.get(engine) if type(engine) is str else None
+    if mod is None:
+        mod = _engine(engine)
+    if _greedy_fast(probs, alphabet, blank, log_input, mod.scan):
+        return mod.greedy_chars(probs, alphabet)  # type: ignore[no-any-return]
+    pr = _prepare(probs, alphabet, 2, blank, log_input, engine)
+    return pr.mod.greedy_text(pr.p, pr.blank, pr.symbols)  # type: ignore[no-any-return]
 
 
 def greedy_search(
@@ -215,11 +255,9 @@ def greedy_search(
     Returns:
         A :class:`Beam`.
     """
-    mod = _engine(engine)
-    p = _validate.check_probs(probs, 2, log_input, _scan)
-    symbols, b = _validate.symbols(alphabet, p.shape[1], blank)
-    labels, confs, logp = mod.greedy_detail(p, b, log_input)
-    return _beam(symbols, labels, logp, confs)
+    pr = _prepare(probs, alphabet, 2, blank, log_input, engine)
+    labels, confs, logp = pr.mod.greedy_detail(pr.p, pr.blank, log_input)
+    return _beam(pr.symbols, labels, logp, confs)
 
 
 def decode_greedy_batch(
@@ -243,15 +281,10 @@ def decode_greedy_batch(
     Returns:
         One text per sample.
     """
-    mod = _engine(engine)
-    nt = _validate.check_num_threads(num_threads)
-    p = _validate.check_probs(probs, 3, log_input, _scan)
-    symbols, b = _validate.symbols(alphabet, p.shape[2], blank)
-    if p.shape[0] == 0:
-        return []
-    rows = _chunked(lambda x: mod.greedy_batch(x, b, log_input), p, nt, mod,
+    pr = _prepare(probs, alphabet, 3, blank, log_input, engine, num_threads)
+    rows = _chunked(lambda x: pr.mod.greedy_batch(x, pr.blank, log_input), pr,
                     GREEDY_VALUES_PER_THREAD)
-    return [_text(symbols, r) for r in rows]
+    return [_text(pr.symbols, r) for r in rows]
 
 
 def greedy_search_batch(
@@ -261,57 +294,28 @@ def greedy_search_batch(
     blank: int = -1,
     log_input: bool = False,
     engine: str | None = None,
+    num_threads: int = 1,
 ) -> list[Beam]:
-    """:func:`greedy_search` over a ``(N, T, C)`` batch (one :class:`Beam` per sample)."""
-    mod = _engine(engine)
-    p = _validate.check_probs(probs, 3, log_input, _scan)
-    symbols, b = _validate.symbols(alphabet, p.shape[2], blank)
-    out = []
-    for x in p:
-        labels, confs, logp = mod.greedy_detail(x, b, log_input)
-        out.append(_beam(symbols, labels, logp, confs))
-    return out
+    """:func:`greedy_search` over a ``(N, T, C)`` batch (one :class:`Beam` per sample).
+
+    Args:
+        num_threads: as :func:`decode_greedy_batch`.
+        (others): as :func:`decode_greedy`.
+    """
+    pr = _prepare(probs, alphabet, 3, blank, log_input, engine, num_threads)
+    found = _chunked(lambda x: pr.mod.greedy_detail_batch(x, pr.blank, log_input), pr,
+                     GREEDY_VALUES_PER_THREAD)
+    return [_beam(pr.symbols, labels, logp, confs) for labels, confs, logp in found]
 
 
 # ------------------------------------------------------------------------------------ beam
-
-
-def _beam_args(
-    p: np.ndarray,
-    alphabet: Alphabet,
-    blank: int,
-    beam_width: int,
-    top_k: int | None,
-    allowed: Allowed | None,
-    min_length: int,
-    max_length: int | None,
-    prune: float | None,
-    log_input: bool,
-) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Validate the beam options; return (symbols, kernel args after ``p``)."""
-    symbols, b = _validate.symbols(alphabet, p.shape[-1], blank)
-    w, k, lo, hi, thr = _validate.check_beam_options(
-        beam_width, top_k, min_length, max_length, prune, p.shape[-2], log_input
-    )
-    classes = _validate.check_allowed(allowed, symbols, b)
-    return symbols, (b, log_input, w, k, classes, lo, hi, thr)
-
-
-def _beams(symbols: tuple[str, ...], found: list[Any]) -> list[Beam]:
-    """Kernel tuples -> :class:`Beam` objects."""
-    return [_beam(symbols, labels, logp, confs) for labels, logp, confs in found]
-
-
-def _beam(symbols: tuple[str, ...], labels: list[int], logp: float, confs: list[float]) -> Beam:
-    """Build one :class:`Beam` from kernel output."""
-    return Beam(_text(symbols, labels), tuple(labels), logp, tuple(confs), math.exp(logp))
 
 
 def beam_search(
     probs: Any,
     alphabet: Alphabet,
     *,
-    beam_width: int = 10,
+    beam_width: int = DEFAULT_BEAM_WIDTH,
     top_k: int | None = None,
     blank: int = -1,
     allowed: Allowed | None = None,
@@ -330,13 +334,14 @@ def beam_search(
     Args:
         probs: ``(T, C)`` float32/float64 array of per-frame class probabilities.
         alphabet: the ``C - 1`` non-blank symbols in class order.
-        beam_width: prefixes kept after each frame (>= 1).
+        beam_width: prefixes kept after each frame (1..``MAX_BEAM_WIDTH``).
         top_k: hypotheses returned (1..beam_width); default ``beam_width``.
         blank: index of the blank class; default ``-1`` (last class).
         allowed: symbols (a str, or a sequence of symbols) or class indices that may be
             emitted; the search never extends a prefix with anything else. ``None``: all.
         min_length: prefixes that can no longer reach this length in the frames left are
-            dropped during the search, so every result has at least this many characters.
+            dropped during the search, so every result has at least this many characters
+            (at most ``T``).
         max_length: prefixes never grow past this length (``None``: no limit).
         prune: per-frame probability below which a class does not extend prefixes (the blank
             and repeats still count exactly). Default ``DEFAULT_PRUNE`` (1e-3): on model-like
@@ -354,18 +359,16 @@ def beam_search(
         TypeError, ValueError: bad input or option (the message names the parameter).
         ImportError: ``engine="cython"`` but the extension is not built.
     """
-    mod = _engine(engine)
-    p = _validate.check_probs(probs, 2, log_input, _scan)
-    symbols, args = _beam_args(p, alphabet, blank, beam_width, top_k, allowed, min_length,
-                               max_length, prune, log_input)
-    return _beams(symbols, mod.beam(p, *args, True))
+    pr, args = _prepare_beam(probs, alphabet, 2, blank, log_input, engine, 1, beam_width,
+                             top_k, allowed, min_length, max_length, prune)
+    return _beams(pr.symbols, pr.mod.beam(pr.p, *args, True))
 
 
 def decode_beam(
     probs: Any,
     alphabet: Alphabet,
     *,
-    beam_width: int = 10,
+    beam_width: int = DEFAULT_BEAM_WIDTH,
     blank: int = -1,
     allowed: Allowed | None = None,
     min_length: int = 0,
@@ -379,11 +382,13 @@ def decode_beam(
     Returns:
         The decoded text; ``""`` when no text satisfies the constraints.
     """
-    mod = _engine(engine)
-    p = _validate.check_probs(probs, 2, log_input, _scan)
-    symbols, args = _beam_args(p, alphabet, blank, beam_width, 1, allowed, min_length,
-                               max_length, prune, log_input)
-    found = mod.beam(p, *args, False)
+    pr, args = _prepare_beam(probs, alphabet, 2, blank, log_input, engine, 1, beam_width,
+                             1, allowed, min_length, max_length, prune)
+    return _best_text(pr.symbols, pr.mod.beam(pr.p, *args, False))
+
+
+def _best_text(symbols: tuple[str, ...], found: list[Any]) -> str:
+    """The text of the first kernel tuple, or ``""`` when there is none."""
     return _text(symbols, found[0][0]) if found else ""
 
 
@@ -391,7 +396,7 @@ def beam_search_batch(
     probs: Any,
     alphabet: Alphabet,
     *,
-    beam_width: int = 10,
+    beam_width: int = DEFAULT_BEAM_WIDTH,
     top_k: int | None = None,
     blank: int = -1,
     allowed: Allowed | None = None,
@@ -412,22 +417,17 @@ def beam_search_batch(
     Returns:
         One list of :class:`Beam` (best first) per sample.
     """
-    mod = _engine(engine)
-    nt = _validate.check_num_threads(num_threads)
-    p = _validate.check_probs(probs, 3, log_input, _scan)
-    symbols, args = _beam_args(p, alphabet, blank, beam_width, top_k, allowed, min_length,
-                               max_length, prune, log_input)
-    if p.shape[0] == 0:
-        return []
-    found = _chunked(lambda x: mod.beam_batch(x, *args, True), p, nt, mod)
-    return [_beams(symbols, f) for f in found]
+    pr, args = _prepare_beam(probs, alphabet, 3, blank, log_input, engine, num_threads,
+                             beam_width, top_k, allowed, min_length, max_length, prune)
+    found = _chunked(lambda x: pr.mod.beam_batch(x, *args, True), pr)
+    return [_beams(pr.symbols, f) for f in found]
 
 
 def decode_beam_batch(
     probs: Any,
     alphabet: Alphabet,
     *,
-    beam_width: int = 10,
+    beam_width: int = DEFAULT_BEAM_WIDTH,
     blank: int = -1,
     allowed: Allowed | None = None,
     min_length: int = 0,
@@ -438,12 +438,7 @@ def decode_beam_batch(
     num_threads: int = 1,
 ) -> list[str]:
     """:func:`decode_beam` over a ``(N, T, C)`` batch; one text per sample."""
-    mod = _engine(engine)
-    nt = _validate.check_num_threads(num_threads)
-    p = _validate.check_probs(probs, 3, log_input, _scan)
-    symbols, args = _beam_args(p, alphabet, blank, beam_width, 1, allowed, min_length,
-                               max_length, prune, log_input)
-    if p.shape[0] == 0:
-        return []
-    found = _chunked(lambda x: mod.beam_batch(x, *args, False), p, nt, mod)
-    return [_text(symbols, f[0][0]) if f else "" for f in found]
+    pr, args = _prepare_beam(probs, alphabet, 3, blank, log_input, engine, num_threads,
+                             beam_width, 1, allowed, min_length, max_length, prune)
+    found = _chunked(lambda x: pr.mod.beam_batch(x, *args, False), pr)
+    return [_best_text(pr.symbols, f) for f in found]

@@ -27,6 +27,60 @@ cdef extern from "Python.h":
     object PyUnicode_FromKindAndData(int kind, const void* buf, Py_ssize_t size)
     int PyUnicode_4BYTE_KIND
 
+cdef extern from *:
+    # Row argmax (first index of the maximum, as the Python twin's ``row.index(max(row))``)
+    # for rows without NaN. With SSE2 (every x86-64) the maximum is a packed float max, exact
+    # here because there is no NaN, and its first index a packed compare: no branch per value.
+    # Elsewhere, ce_argmax is the scalar loop, and ce_argmax_nonneg, for rows whose values all
+    # have a clear sign bit, takes the maximum on the bit patterns, which order like the floats
+    # then and make a branch-free integer reduction that compilers vectorise without SSE4.1.
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline Py_ssize_t ce_first_eq(const float* row, Py_ssize_t C, float m) {
+        Py_ssize_t c = 0;
+        __m128 mm = _mm_set1_ps(m);
+        for (; c + 4 <= C; c += 4) {
+            int mask = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(row + c), mm));
+            if (mask) return c + __builtin_ctz(mask);
+        }
+        while (row[c] != m) c++;
+        return c;
+    }
+    static inline Py_ssize_t ce_argmax(const float* row, Py_ssize_t C) {
+        Py_ssize_t c = 0;
+        float m = row[0];
+        if (C >= 4) {
+            __m128 acc = _mm_loadu_ps(row);
+            for (c = 4; c + 4 <= C; c += 4) acc = _mm_max_ps(acc, _mm_loadu_ps(row + c));
+            acc = _mm_max_ps(acc, _mm_shuffle_ps(acc, acc, _MM_SHUFFLE(2, 3, 0, 1)));
+            acc = _mm_max_ps(acc, _mm_shuffle_ps(acc, acc, _MM_SHUFFLE(1, 0, 3, 2)));
+            m = _mm_cvtss_f32(acc);
+        }
+        for (; c < C; c++) if (row[c] > m) m = row[c];
+        return ce_first_eq(row, C, m);
+    }
+    #define ce_argmax_nonneg ce_argmax
+    #else
+    static inline Py_ssize_t ce_argmax(const float* row, Py_ssize_t C) {
+        Py_ssize_t c, best = 0;
+        float m = row[0];
+        for (c = 1; c < C; c++) if (row[c] > m) { m = row[c]; best = c; }
+        return best;
+    }
+    static inline Py_ssize_t ce_argmax_nonneg(const float* frow, Py_ssize_t C) {
+        const int32_t* row = (const int32_t*)frow;
+        Py_ssize_t c, best = 0;
+        int32_t m = 0, v;  /* every value is >= +0, so m ends equal to one of them */
+        for (c = 0; c < C; c++) { v = row[c]; m = v > m ? v : m; }
+        while (row[best] != m) best++;
+        return best;
+    }
+    #endif
+    """
+    Py_ssize_t ce_argmax(const float* row, Py_ssize_t C) noexcept nogil
+    Py_ssize_t ce_argmax_nonneg(const float* row, Py_ssize_t C) noexcept nogil
+
 cnp.import_array()
 
 cdef double NEG_INF = -INFINITY
@@ -48,20 +102,31 @@ cdef inline double _lg(double x) noexcept nogil:
     return log(x) if x > 0.0 else NEG_INF
 
 
-def scan(cnp.ndarray p):
-    """Return the NAN(1) / POS_INF(2) / NEG_INF(4) / NEGATIVE(8) bits present in ``p``.
+def scan(probs, Py_ssize_t num_classes):
+    """Return the ``_validate`` bits that describe ``probs`` (twin of ``_ctc_py.scan``).
 
-    A helper for ``_validate.check_probs`` (which decides and words the errors). ``p`` is a
-    C-contiguous float32 array; like :func:`greedy` it is read through its data pointer.
+    LAYOUT (32) unless ``probs`` is a non-empty C-contiguous float32 2-D ndarray with
+    ``num_classes`` columns (any number when -1); otherwise the bits of the values present:
+    NaN (1), +inf (2), -inf (4), negative (8, -inf included) and -0.0 (16). The helper that
+    ``_validate`` decides with (it words the errors); it never raises.
     """
-    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(p)
+    cdef cnp.ndarray p
+    cdef Py_ssize_t i, n
     cdef int flags = 0
     cdef float v
     cdef uint32_t top = 0
-    cdef const float* x = <const float*>cnp.PyArray_DATA(p)
+    cdef const float* x
     cdef const uint32_t* bits
-    if n == 0:
-        return 0
+    if type(probs) is not cnp.ndarray:
+        return 32
+    p = <cnp.ndarray>probs
+    if (cnp.PyArray_NDIM(p) != 2 or cnp.PyArray_TYPE(p) != cnp.NPY_FLOAT32
+            or not cnp.PyArray_IS_C_CONTIGUOUS(p)):
+        return 32
+    n = cnp.PyArray_SIZE(p)
+    if n == 0 or (num_classes != -1 and cnp.PyArray_DIM(p, 1) != num_classes):
+        return 32
+    x = <const float*>cnp.PyArray_DATA(p)
     # Fast path on the bit patterns: a float in [+0, +inf) has the sign bit clear and an
     # exponent below all-ones, so neither ``b`` nor ``b + 2**23`` (which carries an all-ones
     # exponent into the sign bit) has the sign bit set. An integer OR-reduction vectorises; a
@@ -81,27 +146,24 @@ def scan(cnp.ndarray p):
             flags |= 8
             if v == -INFINITY:
                 flags |= 4
+        elif v == 0.0 and bits[i] >> 31:
+            flags |= 16
     return flags
 
 
 # ------------------------------------------------------------------------------------ greedy
 
 cdef Py_ssize_t _greedy_c(const float* x, Py_ssize_t T, Py_ssize_t C, int blank,
-                          int* out) noexcept nogil:
-    """Best path into ``out``; returns the number of labels. Lowest index wins ties."""
-    cdef Py_ssize_t t, c, n = 0
+                          bint nonneg, int* out) noexcept nogil:
+    """Best path into ``out``; returns the number of labels. Lowest index wins ties.
+    ``nonneg``: every value has a clear sign bit (see ``ce_argmax_nonneg``)."""
+    cdef Py_ssize_t t, n = 0
     cdef int best, prev = -1
-    cdef float m, v
-    cdef const float* row
     for t in range(T):
-        row = x + t * C
-        m = row[0]
-        best = 0
-        for c in range(1, C):
-            v = row[c]
-            if v > m:
-                m = v
-                best = <int>c
+        if nonneg:
+            best = <int>ce_argmax_nonneg(x + t * C, C)
+        else:
+            best = <int>ce_argmax(x + t * C, C)
         if best != prev and best != blank:
             out[n] = best
             n += 1
@@ -123,7 +185,7 @@ def greedy(cnp.ndarray p, int blank, bint is_log):
         buf = <int*>malloc(T * sizeof(int))
         if buf == NULL:
             raise MemoryError()
-    n = _greedy_c(<const float*>cnp.PyArray_DATA(p), T, C, blank, buf)
+    n = _greedy_c(<const float*>cnp.PyArray_DATA(p), T, C, blank, False, buf)
     out = [buf[i] for i in range(n)]
     if buf != stackbuf:
         free(buf)
@@ -131,99 +193,30 @@ def greedy(cnp.ndarray p, int blank, bint is_log):
 
 
 def greedy_text(cnp.ndarray p, int blank, tuple symbols):
-    """:func:`greedy`, joined into text with ``symbols`` (one str per class) in the kernel."""
+    """:func:`greedy`, joined into text with ``symbols`` (one str per class)."""
+    return "".join([symbols[i] for i in greedy(p, blank, False)])
+
+
+def greedy_chars(cnp.ndarray p, str alphabet):
+    """:func:`greedy_text` for the blank last and ``alphabet`` a str of ``C - 1`` symbols.
+
+    ``decode_greedy``'s fast path, for input that ``_validate.greedy_fast`` accepted: every
+    value in ``[+0, +inf)`` (``ce_argmax_nonneg`` relies on it). The text is built from the
+    alphabet's characters in the kernel.
+    """
     cdef Py_ssize_t T = cnp.PyArray_DIM(p, 0), C = cnp.PyArray_DIM(p, 1), n, i
-    cdef int stackbuf[256]
-    cdef int* buf = stackbuf
-    if T > 256:
-        buf = <int*>malloc(T * sizeof(int))
-        if buf == NULL:
-            raise MemoryError()
-    n = _greedy_c(<const float*>cnp.PyArray_DATA(p), T, C, blank, buf)
-    parts = [symbols[buf[i]] for i in range(n)]
-    if buf != stackbuf:
-        free(buf)
-    return "".join(parts)
-
-
-cdef Py_ssize_t _greedy_bits(const uint32_t* x, Py_ssize_t T, Py_ssize_t C, int blank,
-                             int* out) noexcept nogil:
-    """:func:`_greedy_c` fused with :func:`scan`'s fast check, on the values' bit patterns.
-
-    Returns -1 (and ``out`` is garbage) unless every value is in ``[+0, +inf)``. When they all
-    are, a float's bit pattern orders like the float itself, so the argmax runs on integers:
-    the row maximum is a branch-free reduction (it vectorises) and the first index holding it
-    is the lowest index that ties, exactly as in :func:`_greedy_c`.
-    """
-    cdef Py_ssize_t i, t, c, n = 0, size = T * C
-    cdef int best, prev = -1
-    cdef uint32_t top = 0
-    cdef int32_t m, v
-    cdef const int32_t* row
-    for i in range(size):
-        top |= x[i] | (x[i] + 0x00800000u)
-    if top & 0x80000000u:
-        return -1
-    for t in range(T):
-        # Sign bits are clear now: signed 32-bit compares order the values, and the max is a
-        # branch-free reduction that vectorises (without SSE4.1). ``m`` starts at +0, which
-        # every value is >= to, so it ends equal to some value of the row and the search for
-        # its first occurrence stays inside the row.
-        row = <const int32_t*>(x + t * C)
-        m = 0
-        for c in range(C):
-            v = row[c]
-            m = v if v > m else m
-        best = 0
-        while row[best] != m:
-            best += 1
-        if best != prev and best != blank:
-            out[n] = best
-            n += 1
-        prev = best
-    return n
-
-
-def greedy_str(probs, alphabet):
-    """``decode_greedy(probs, alphabet)`` (blank last, probabilities) in one pass, or None.
-
-    The public call's fast path: when ``probs`` is a C-contiguous float32 ``(T, C)`` ndarray
-    with ``C >= 1``, ``alphabet`` a str of ``C - 1`` symbols and every value a probability in
-    ``[+0, +inf)`` (so ``_validate`` would accept them unchanged), returns the same text as
-    ``greedy_text(probs, C - 1, symbols)``. Anything else returns None and the caller takes the
-    validating path, which produces the results and errors; this function never raises for
-    bad input.
-    """
-    cdef cnp.ndarray p
-    cdef Py_ssize_t T, C, n, i
     cdef int stackbuf[256]
     cdef Py_UCS4 chars[256]
     cdef int* buf = stackbuf
     cdef Py_UCS4* text = chars
-    cdef int kind
-    cdef void* data
-    if type(probs) is not cnp.ndarray or type(alphabet) is not str:
-        return None
-    p = <cnp.ndarray>probs
-    if (cnp.PyArray_NDIM(p) != 2 or cnp.PyArray_TYPE(p) != cnp.NPY_FLOAT32
-            or not cnp.PyArray_IS_C_CONTIGUOUS(p)):
-        return None
-    T = cnp.PyArray_DIM(p, 0)
-    C = cnp.PyArray_DIM(p, 1)
-    if T == 0 or C == 0 or len(<str>alphabet) != C - 1:
-        return None
+    cdef int kind = PyUnicode_KIND(alphabet)
+    cdef void* data = PyUnicode_DATA(alphabet)
     if T > 256:
         buf = <int*>malloc(T * (sizeof(int) + sizeof(Py_UCS4)))
         if buf == NULL:
             raise MemoryError()
         text = <Py_UCS4*>(buf + T)
-    n = _greedy_bits(<const uint32_t*>cnp.PyArray_DATA(p), T, C, <int>(C - 1), buf)
-    if n < 0:
-        if buf != stackbuf:
-            free(buf)
-        return None
-    kind = PyUnicode_KIND(alphabet)
-    data = PyUnicode_DATA(alphabet)
+    n = _greedy_c(<const float*>cnp.PyArray_DATA(p), T, C, <int>(C - 1), True, buf)
     for i in range(n):
         text[i] = PyUnicode_READ(kind, data, buf[i])
     try:
@@ -233,39 +226,73 @@ def greedy_str(probs, alphabet):
             free(buf)
 
 
+cdef Py_ssize_t _greedy_detail_c(const float* x, Py_ssize_t T, Py_ssize_t C, int blank,
+                                 bint is_log, int* labels, double* confs,
+                                 double* logp) noexcept nogil:
+    """Best path into ``labels``/``confs`` and its log-probability into ``logp[0]``; returns
+    the number of labels (see :func:`greedy_detail`)."""
+    cdef Py_ssize_t t, n = 0
+    cdef int best, prev = -1
+    cdef float m
+    cdef double lp = 0.0, conf
+    cdef const float* row
+    for t in range(T):
+        row = x + t * C
+        best = <int>ce_argmax(row, C)
+        m = row[best]
+        lp += m if is_log else _lg(m)
+        if best != blank:
+            conf = exp(m) if is_log else m
+            if best != prev:
+                labels[n] = best
+                confs[n] = conf
+                n += 1
+            elif conf > confs[n - 1]:
+                confs[n - 1] = conf
+        prev = best
+    logp[0] = lp
+    return n
+
+
+cdef list _details(const float* x, Py_ssize_t N, Py_ssize_t T, Py_ssize_t C, int blank,
+                   bint is_log):
+    """:func:`_greedy_detail_c` on N consecutive (T, C) matrices without the GIL."""
+    cdef Py_ssize_t i, j
+    cdef int* labels = <int*>malloc(N * T * sizeof(int))
+    cdef double* confs = <double*>malloc(N * T * sizeof(double))
+    cdef double* logp = <double*>malloc(N * sizeof(double))
+    cdef Py_ssize_t* counts = <Py_ssize_t*>malloc(N * sizeof(Py_ssize_t))
+    try:
+        if labels == NULL or confs == NULL or logp == NULL or counts == NULL:
+            raise MemoryError()
+        with nogil:
+            for i in range(N):
+                counts[i] = _greedy_detail_c(x + i * T * C, T, C, blank, is_log,
+                                             labels + i * T, confs + i * T, logp + i)
+        return [([labels[i * T + j] for j in range(counts[i])],
+                 [confs[i * T + j] for j in range(counts[i])], logp[i]) for i in range(N)]
+    finally:
+        free(labels)
+        free(confs)
+        free(logp)
+        free(counts)
+
+
 def greedy_detail(const float[:, ::1] p, int blank, bint is_log):
     """Best path with (labels, per-char confidence, log-probability of the path).
 
     A character's confidence is the highest probability of its class over the run of frames
     that emitted it; the path's log-probability is the sum of the per-frame maxima's logs.
     """
-    cdef Py_ssize_t T = p.shape[0], C = p.shape[1], t, c
-    cdef int best, prev = -1
-    cdef float m
-    cdef double logp = 0.0, conf
-    cdef Py_ssize_t nl = 0
-    cdef const float* row
-    labels = []
-    confs = []
-    for t in range(T):
-        row = &p[t, 0]
-        m = row[0]
-        best = 0
-        for c in range(1, C):
-            if row[c] > m:
-                m = row[c]
-                best = <int>c
-        logp += m if is_log else _lg(m)
-        if best != blank:
-            conf = exp(m) if is_log else m
-            if best != prev:
-                labels.append(best)
-                confs.append(conf)
-                nl += 1
-            elif conf > confs[nl - 1]:
-                confs[nl - 1] = conf
-        prev = best
-    return labels, confs, logp
+    return _details(&p[0, 0], 1, p.shape[0], p.shape[1], blank, is_log)[0]
+
+
+def greedy_detail_batch(const float[:, :, ::1] p, int blank, bint is_log):
+    """:func:`greedy_detail` over the first axis of an ``(N, T, C)`` array; no GIL while
+    decoding."""
+    if p.shape[0] == 0:
+        return []
+    return _details(&p[0, 0, 0], p.shape[0], p.shape[1], p.shape[2], blank, is_log)
 
 
 def greedy_batch(const float[:, :, ::1] p, int blank, bint is_log):
@@ -284,7 +311,7 @@ def greedy_batch(const float[:, :, ::1] p, int blank, bint is_log):
     cdef const float* x = &p[0, 0, 0]
     with nogil:
         for i in range(N):
-            counts[i] = _greedy_c(x + i * T * C, T, C, blank, buf + i * T)
+            counts[i] = _greedy_c(x + i * T * C, T, C, blank, False, buf + i * T)
     out = [[buf[i * T + j] for j in range(counts[i])] for i in range(N)]
     free(buf)
     free(counts)
@@ -548,8 +575,6 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
     cdef double zero = NEG_INF if is_log else 0.0
     cdef double lb, v, base, pb, pnb, tot
     cdef const float* row
-    cdef int* tmpi
-    cdef double* tmpd
 
     for c in range(C):
         w.lstamp[c] = -1
@@ -659,18 +684,10 @@ cdef int _beam_c(Work* w, const float* x, int T, int C, int blank, bint is_log, 
             w.nb_pb[pos] = w.s_pb[slot]
             w.nb_pnb[pos] = w.s_pnb[slot]
             w.nb_tot[pos] = w.s_tot[slot]
-        tmpi = w.b_node
-        w.b_node = w.nb_node
-        w.nb_node = tmpi
-        tmpd = w.b_pb
-        w.b_pb = w.nb_pb
-        w.nb_pb = tmpd
-        tmpd = w.b_pnb
-        w.b_pnb = w.nb_pnb
-        w.nb_pnb = tmpd
-        tmpd = w.b_tot
-        w.b_tot = w.nb_tot
-        w.nb_tot = tmpd
+        w.b_node, w.nb_node = w.nb_node, w.b_node
+        w.b_pb, w.nb_pb = w.nb_pb, w.b_pb
+        w.b_pnb, w.nb_pnb = w.nb_pnb, w.b_pnb
+        w.b_tot, w.nb_tot = w.nb_tot, w.b_tot
         nb = count
         if nb == 0:
             break

@@ -41,6 +41,33 @@ def _lg(x: float) -> float:
     return math.log(x) if x > 0.0 else NEG_INF
 
 
+def scan(probs: Any, num_classes: int) -> int:
+    """Return the ``_validate`` bits that describe ``probs`` (numpy twin of ``_ctc_cy.scan``).
+
+    LAYOUT (32) unless ``probs`` is a non-empty C-contiguous float32 2-D ndarray with
+    ``num_classes`` columns (any number when -1); otherwise the bits of the values present:
+    NaN (1), +inf (2), -inf (4), negative (8, -inf included) and -0.0 (16). Never raises.
+    """
+    if (type(probs) is not np.ndarray or probs.dtype != np.float32 or probs.ndim != 2
+            or not probs.flags.c_contiguous or probs.size == 0
+            or num_classes not in (-1, probs.shape[1])):
+        return 32
+    if not np.signbit(probs).any() and np.isfinite(probs).all():
+        return 0
+    flags = 0
+    if np.isnan(probs).any():
+        flags |= 1
+    if np.isposinf(probs).any():
+        flags |= 2
+    if np.isneginf(probs).any():
+        flags |= 4
+    if (probs < 0).any():
+        flags |= 8
+    if ((probs == 0) & np.signbit(probs)).any():
+        flags |= 16
+    return flags
+
+
 def greedy(p: npt.NDArray[np.float32], blank: int, is_log: bool) -> list[int]:
     """Best path: argmax per frame (lowest index wins ties), merge repeats, drop blanks."""
     out: list[int] = []
@@ -58,23 +85,13 @@ def greedy_text(p: npt.NDArray[np.float32], blank: int, symbols: tuple[str, ...]
     return "".join([symbols[i] for i in greedy(p, blank, False)])
 
 
-def greedy_str(probs: Any, alphabet: Any) -> str | None:
-    """``decode_greedy(probs, alphabet)`` (blank last, probabilities) in one call, or None.
+def greedy_chars(p: npt.NDArray[np.float32], alphabet: str) -> str:
+    """:func:`greedy_text` for the blank last and ``alphabet`` a str of ``C - 1`` symbols.
 
-    The public call's fast path: when ``probs`` is a C-contiguous float32 ``(T, C)`` ndarray
-    with ``C >= 1``, ``alphabet`` a str of ``C - 1`` symbols and every value in ``[+0, +inf)``
-    (sign bit clear, finite: ``_validate`` would accept it unchanged), returns the text of
-    :func:`greedy_text` with the blank last. Anything else returns None and the caller takes
-    the validating path; this function never raises for bad input.
+    ``decode_greedy``'s fast path, for input that ``_validate.greedy_fast`` accepted: every
+    value in ``[+0, +inf)``.
     """
-    if type(probs) is not np.ndarray or type(alphabet) is not str:
-        return None
-    if (probs.dtype != np.float32 or probs.ndim != 2 or not probs.flags.c_contiguous
-            or probs.shape[0] == 0 or probs.shape[1] != len(alphabet) + 1):
-        return None
-    if np.signbit(probs).any() or not np.isfinite(probs).all():
-        return None
-    return greedy_text(probs, len(alphabet), (*alphabet, ""))
+    return greedy_text(p, len(alphabet), (*alphabet, ""))
 
 
 def greedy_detail(
@@ -107,6 +124,13 @@ def greedy_detail(
 def greedy_batch(p: npt.NDArray[np.float32], blank: int, is_log: bool) -> list[list[int]]:
     """:func:`greedy` over the first axis of an ``(N, T, C)`` array."""
     return [greedy(x, blank, is_log) for x in p]
+
+
+def greedy_detail_batch(
+    p: npt.NDArray[np.float32], blank: int, is_log: bool
+) -> list[tuple[list[int], list[float], float]]:
+    """:func:`greedy_detail` over the first axis of an ``(N, T, C)`` array."""
+    return [greedy_detail(x, blank, is_log) for x in p]
 
 
 def _align_confidences(
@@ -196,14 +220,13 @@ def beam(
                for c in classes if row[c] >= threshold and row[c] > zero]
         nb = len(b_node)
         # A beam whose prefix is another beam's prefix + one label receives that extension.
+        # (Beams hold distinct nodes, so a node -> beam map finds it in linear time.)
+        beam_of = {node: a for a, node in enumerate(b_node)}
         merge: dict[tuple[int, int], int] = {}
         for j in range(nb):
-            par = n_parent[b_node[j]]
-            if par >= 0:
-                for a in range(nb):
-                    if b_node[a] == par:
-                        merge[(a, n_label[b_node[j]])] = j
-                        break
+            a = beam_of.get(n_parent[b_node[j]], -1)
+            if a >= 0:
+                merge[(a, n_label[b_node[j]])] = j
         c_node: list[int] = []
         c_parent: list[int] = []
         c_label: list[int] = []

@@ -31,8 +31,6 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default_int8.tflit
 
 ModelSource = Union[str, "os.PathLike[str]", bytes, None]
 
-#: Beam width used when constraints or top_k > 1 are asked for without an explicit beam_width.
-_DEFAULT_BEAM = 10
 #: Floor for probabilities that quantization rounded to 0, used by constrained decoding.
 _PROB_FLOOR = 1e-6
 
@@ -72,12 +70,6 @@ class _IOSpec:
     out_zero: int
 
 
-def _check_int(name: str, value: int | None, minimum: int) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                              or value < minimum):
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-
-
 class Recognizer:
     """Read text captchas with a captcha_edge TFLite model.
 
@@ -88,16 +80,22 @@ class Recognizer:
             For throughput over many images prefer ``predict_batch(..., workers=N)``.
         backend: ``"ai-edge-litert"``, ``"tflite-runtime"`` or ``"tensorflow"``; None picks the
             first installed in that order (or ``$CAPTCHA_EDGE_BACKEND``).
-        beam_width: default decoding: 1 = greedy (best path), > 1 = CTC prefix beam search;
-            None (default) = greedy, or a width-10 beam search when ``allowed``, a length
-            bound or ``top_k > 1`` is asked for (greedy decoding cannot honour those).
+        beam_width: default decoding: 1 = greedy (best path), > 1 = CTC prefix beam search
+            (at most ``MAX_BEAM_WIDTH``, 1024); None (default) = greedy, or a beam search of
+            width ``max(10, top_k)`` when ``allowed``, a length bound or ``top_k > 1`` is asked
+            for (greedy decoding cannot honour those).
         allowed: default set of characters the output may contain (None: the whole charset).
         min_length, max_length: default length range of the output (None: unbounded).
+
+        The decoding defaults are kept as a :class:`~captcha_edge.decoder.DecodeOptions`
+        (``decode_options``) and checked against the model here: characters outside its
+        charset, or a ``min_length`` above its ``time_steps``, fail in the constructor.
 
     Raises:
         ModelFormatError: the model is missing, corrupt, not TFLite, or has no captcha_edge
             metadata, or its metadata disagrees with its tensors.
         ImportError: no TFLite interpreter is installed.
+        TypeError, ValueError: a bad ``num_threads`` or decoding option (the message names it).
 
     Example:
         >>> rec = Recognizer("captcha_int8.tflite")          # doctest: +SKIP
@@ -109,8 +107,9 @@ class Recognizer:
                  backend: str | None = None, beam_width: int | None = None,
                  allowed: str | None = None, min_length: int | None = None,
                  max_length: int | None = None) -> None:
-        _check_int("num_threads", num_threads, 1)
-        self._decode_defaults = self._decode_options(beam_width, allowed, min_length, max_length)
+        if num_threads is not None:
+            _decoder._validate.check_int(num_threads, "num_threads", 1)
+        self.decode_options = _decoder.DecodeOptions(beam_width, allowed, min_length, max_length)
         if model is None:
             model = DEFAULT_MODEL
             if not DEFAULT_MODEL.is_file():
@@ -137,6 +136,7 @@ class Recognizer:
         self.backend, self._interpreter_cls = get_interpreter_class(backend)
         self._local = threading.local()
         self._io = self._check_tensors(self._interpreter(), name)
+        self.decode_options.check_model(self.charset, self.time_steps)
 
     # -- model --------------------------------------------------------------------------------
 
@@ -255,65 +255,47 @@ class Recognizer:
             return np.ascontiguousarray(out, dtype=np.float32)
         return (out.astype(np.float32) - np.float32(io.out_zero)) * np.float32(io.out_scale)
 
-    @staticmethod
-    def _decode_options(beam_width: int | None, allowed: str | None,
-                        min_length: int | None, max_length: int | None) -> dict[str, Any]:
-        _check_int("beam_width", beam_width, 1)
-        _check_int("min_length", min_length, 0)
-        _check_int("max_length", max_length, 0)
-        if min_length is not None and max_length is not None and min_length > max_length:
-            raise ValueError(f"min_length ({min_length}) must be <= max_length ({max_length})")
-        if allowed is not None and (not isinstance(allowed, str) or not allowed):
-            raise ValueError(f"allowed must be a non-empty string of characters; got {allowed!r}")
-        return {"beam_width": beam_width, "allowed": allowed, "min_length": min_length,
-                "max_length": max_length}
-
-    def _options(self, beam_width: int | None, allowed: str | None,
-                 min_length: int | None, max_length: int | None) -> dict[str, Any]:
-        """Per-call decoding options over the instance defaults."""
-        given = self._decode_options(beam_width, allowed, min_length, max_length)
-        opts = {k: (v if v is not None else self._decode_defaults[k]) for k, v in given.items()}
-        if opts["allowed"] is not None:
-            unknown = sorted(set(opts["allowed"]) - set(self.charset))
-            if unknown:
-                raise ValueError(f"allowed has characters the model cannot emit: "
-                                 f"{''.join(unknown)!r}; the charset is {self.charset!r}")
+    def _options(self, **given: Any) -> Any:
+        """This call's :class:`DecodeOptions`: ``given`` (None = unset) over the instance's
+        defaults, validated and checked against the model."""
+        opts = self.decode_options.merged(**given)
+        if opts is not self.decode_options:
+            opts.check_model(self.charset, self.time_steps)
         return opts
 
     def check_options(self, *, beam_width: int | None = None, allowed: str | None = None,
-                      min_length: int | None = None, max_length: int | None = None) -> None:
-        """Raise ValueError now for decoding options that every call would reject."""
-        self._options(beam_width, allowed, min_length, max_length)
+                      min_length: int | None = None, max_length: int | None = None,
+                      top_k: int | None = None) -> None:
+        """Raise ValueError (or TypeError) now for decoding options that every call would
+        reject: out of range, characters the model cannot emit, or a ``min_length`` above
+        the model's ``time_steps`` (T frames of CTC output emit at most T characters)."""
+        self._options(beam_width=beam_width, allowed=allowed, min_length=min_length,
+                      max_length=max_length, top_k=top_k)
 
-    def _beams(self, probs: np.ndarray, opts: dict[str, Any], top_k: int) -> list[Any]:
+    def _beams(self, probs: np.ndarray, opts: Any) -> list[Any]:
         """Run the decoder: greedy for one unconstrained answer, else the beam search."""
-        constrained = any(opts[k] is not None for k in ("allowed", "min_length", "max_length"))
-        width = opts["beam_width"]
-        if width is None:
-            width = _DEFAULT_BEAM if constrained or top_k > 1 else 1
-        width = max(width, top_k)
-        if width == 1 and not constrained:
+        if opts.width == 1 and not opts.constrained:
             return [_decoder.greedy_search(probs, self.charset, blank=-1)]
         prune: float | None = _decoder.DEFAULT_PRUNE
-        if constrained:
+        if opts.constrained:
             # int8 outputs round small probabilities to exactly 0, and pruning drops the rest,
             # so a constrained search could find no text at all; floor the zeros and search
             # exactly instead (the argmax, hence the unconstrained answer, is unchanged).
             probs, prune = np.maximum(probs, np.float32(_PROB_FLOOR)), None
         return list(_decoder.beam_search(
-            probs, self.charset, beam_width=width, top_k=top_k, blank=-1,
-            allowed=opts["allowed"], min_length=opts["min_length"] or 0,
-            max_length=opts["max_length"], prune=prune))
+            probs, self.charset, beam_width=opts.width, top_k=opts.top_k, blank=-1,
+            allowed=opts.allowed, min_length=opts.min_length or 0,
+            max_length=opts.max_length, prune=prune))
 
     def decode(self, probs: np.ndarray, *, beam_width: int | None = None,
                allowed: str | None = None, min_length: int | None = None,
                max_length: int | None = None) -> str:
         """(T, C) probabilities -> text, with the same options as :meth:`predict`."""
-        opts = self._options(beam_width, allowed, min_length, max_length)
-        if opts["beam_width"] in (None, 1) and all(
-                opts[k] is None for k in ("allowed", "min_length", "max_length")):
+        opts = self._options(beam_width=beam_width, allowed=allowed, min_length=min_length,
+                             max_length=max_length)
+        if opts.width == 1 and not opts.constrained:
             return str(_decoder.decode_greedy(probs, self.charset, blank=-1))
-        beams = self._beams(probs, opts, 1)
+        beams = self._beams(probs, opts)
         return str(beams[0].text) if beams else ""
 
     # -- public API ---------------------------------------------------------------------------
@@ -347,13 +329,15 @@ class Recognizer:
                   max_length: int | None = None) -> Prediction:
         """Read one captcha and return text, confidences and the top-k alternatives.
 
-        ``top_k > 1`` runs the beam search with width ``max(beam_width, top_k)``; the best beam
-        is the answer and the others are the alternatives. Other arguments as :meth:`predict`.
+        ``top_k > 1`` runs the beam search (width ``max(10, top_k)`` unless ``beam_width`` is
+        given, which must then be >= ``top_k``: a wider beam is never chosen silently); the
+        best beam is the answer and the others are the alternatives. Other arguments as
+        :meth:`predict`.
         """
-        _check_int("top_k", top_k, 1)
-        opts = self._options(beam_width, allowed, min_length, max_length)
+        opts = self._options(beam_width=beam_width, allowed=allowed, min_length=min_length,
+                             max_length=max_length, top_k=top_k)
         probs = self.infer(self.preprocess(image))
-        return self._prediction(self._beams(probs, opts, top_k))
+        return self._prediction(self._beams(probs, opts))
 
     @staticmethod
     def _prediction(beams: Sequence[Any]) -> Prediction:
@@ -373,8 +357,9 @@ class Recognizer:
         Raises the first :class:`ImageError` met (use :meth:`recognize` per image to collect
         errors instead).
         """
-        _check_int("workers", workers, 1)
-        self._options(beam_width, allowed, min_length, max_length)  # fail before any work
+        _decoder._validate.check_int(workers, "workers", 1)
+        self.check_options(beam_width=beam_width, allowed=allowed, min_length=min_length,
+                           max_length=max_length)  # fail before any work
         items = list(images)
 
         def one(img: ImageSource) -> str:

@@ -315,7 +315,8 @@ def main() -> int:
         srv = Proc(serve_argv(args, []), r"listening on (http://127\.0\.0\.1:\d+)")
         try:
             samples = [(0, rss_mb(srv.proc.pid))]
-            done = 0
+            done = errors = 0
+            error_samples: list[str] = []
             chunk = max(1, args.rss_requests // 10)
             t0 = time.monotonic()
             while done < args.rss_requests and time.monotonic() - t0 < args.rss_seconds:
@@ -323,8 +324,12 @@ def main() -> int:
                                      srv.proc.pid))
                 done += r["requests"]
                 samples.append((done, rss_mb(srv.proc.pid)))
-                print("rss", samples[-1], "errors", r["errors"], flush=True)
-            out["rss"] = {"requests": done, "samples_requests_mb": samples,
+                errors += r["errors"]
+                if r["first_error"]:
+                    error_samples.append(r["first_error"])
+                print("rss", samples[-1], "errors", r["errors"], r["first_error"], flush=True)
+            out["rss"] = {"requests": done, "errors": errors, "first_errors": error_samples,
+                          "concurrency": 16, "samples_requests_mb": samples,
                           "growth_mb_after_first_chunk": round(samples[-1][1] - samples[1][1], 1)
                           if len(samples) > 2 else None}
         finally:

@@ -147,9 +147,11 @@ def test_decoder_options_reach_the_decoder(shared: list[Path]) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--allowed", "XYZ"], "cannot emit"),
+    (["--allowed", "XYZ"], "allowed contains 'XYZ', which the model's charset '"),
     (["--beam-width", "0"], "expected a positive integer"),
-    (["--min-length", "5", "--max-length", "2"], "min_length (5) must be <= max_length (2)"),
+    (["--min-length", "5", "--max-length", "2"], "max_length must be >= min_length (5); got 2"),
+    (["--min-length", "100"], "min_length must be <= T="),  # more than T frames can emit
+    (["--beam-width", "10000000"], "beam_width must be <= MAX_BEAM_WIDTH (1024)"),
 ])
 def test_bad_decoder_options_exit_2(args: list[str], message: str) -> None:
     res = cli("predict", "-m", str(INT8), *args, str(GOOD / "2b4cd.png"))

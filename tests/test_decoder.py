@@ -4,13 +4,18 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
+import threading
 from collections import defaultdict
 
 import numpy as np
 import pytest
 from captcha_edge.decoder import (
+    DEFAULT_BEAM_WIDTH,
     ENGINES,
+    MAX_BEAM_WIDTH,
     Beam,
+    DecodeOptions,
     beam_search,
     beam_search_batch,
     decode_beam,
@@ -70,9 +75,11 @@ def n_prefixes(T: int, C: int) -> int:
     return sum((C - 1) ** k for k in range(T + 1))
 
 
-small_probs = st.integers(1, 7).flatmap(
-    lambda T: st.integers(2, 4).flatmap(
-        lambda C: hnp.arrays(
+# Shapes small enough for the oracle (C**T paths) and for a beam that keeps every prefix
+# (n_prefixes(T, C) <= MAX_BEAM_WIDTH): T <= 7 with C <= 3, T <= 5 with C = 4.
+small_probs = st.integers(2, 4).flatmap(
+    lambda C: st.integers(1, 7 if C < 4 else 5).flatmap(
+        lambda T: hnp.arrays(
             np.float32, (T, C),
             elements=st.floats(0.0, 1.0, width=32).map(lambda v: 0.0 if v < 0.05 else v),
         )
@@ -259,16 +266,42 @@ def test_default_pruning_keeps_exact_top1_on_peaky_inputs(engine: str, T: int, C
         assert pruned.log_prob == pytest.approx(exact.log_prob, abs=0.05)
 
 
+def best_first_walk(probs: np.ndarray, blank: int) -> tuple[tuple[int, ...], float]:
+    """A width-1 prefix search written out: one prefix with its log P(ends in blank) and log
+    P(ends in its last label); at each frame keep the most probable of "stay" and the one-label
+    extensions (ties: stay first, then the lowest class, as the kernels rank creation order)."""
+    lp = np.log(probs.astype(np.float64))
+    prefix: tuple[int, ...] = ()
+    pb, pnb = 0.0, -math.inf
+    for row in lp:
+        total = np.logaddexp(pb, pnb)
+        last = prefix[-1] if prefix else -1
+        best = (prefix, total + row[blank], pnb + row[last] if prefix else -math.inf)
+        for c in range(len(row)):
+            if c == blank:
+                continue
+            ext = (prefix + (c,), -math.inf, (pb if c == last else total) + row[c])
+            if np.logaddexp(ext[1], ext[2]) > np.logaddexp(best[1], best[2]):
+                best = ext
+        prefix, pb, pnb = best
+    return prefix, float(np.logaddexp(pb, pnb))
+
+
 def test_beam_width_one_equals_a_best_first_walk(engine: str) -> None:
     rng = np.random.default_rng(3)
-    for _ in range(10):
-        p = peaky(rng, 40, 12)
-        b1 = beam_search(p, ALPHABET[:11], beam_width=1, prune=None, engine=engine)
-        assert len(b1) == 1
-        wide = beam_search(p, ALPHABET[:11], beam_width=25, prune=None, engine=engine)
-        assert wide[0].log_prob >= b1[0].log_prob - 1e-9
-        assert len(wide) == 25
-        assert len({b.text for b in wide}) == 25
+    differs_from_greedy = 0
+    for i in range(20):
+        # Peaky (model-like) and flat inputs; on flat ones the walk, which sums a prefix's two
+        # alignments, often reads differently from the best path.
+        p = peaky(rng, 40, 12) if i % 2 else rng.dirichlet(np.ones(5), size=12).astype(np.float32)
+        syms = ALPHABET[: p.shape[1] - 1]
+        labels, log_prob = best_first_walk(p, p.shape[1] - 1)
+        (b1,) = beam_search(p, syms, beam_width=1, prune=None, engine=engine)
+        assert b1.labels == labels
+        assert b1.log_prob == pytest.approx(log_prob, abs=1e-6)
+        assert decode_beam(p, syms, beam_width=1, prune=None, engine=engine) == b1.text
+        differs_from_greedy += greedy_search(p, syms, engine=engine).labels != labels
+    assert differs_from_greedy > 0  # the walk is not just the best path by another name
 
 
 # ------------------------------------------------------------------- input forms and batches
@@ -317,7 +350,7 @@ def test_batches_match_per_sample(engine: str, num_threads: int) -> None:
     assert decode_greedy_batch(batch, syms, engine=engine, num_threads=num_threads) == [
         decode_greedy(x, syms) for x in batch
     ]
-    assert greedy_search_batch(batch, syms, engine=engine) == [
+    assert greedy_search_batch(batch, syms, engine=engine, num_threads=num_threads) == [
         greedy_search(x, syms) for x in batch
     ]
     assert beam_search_batch(batch, syms, engine=engine, num_threads=num_threads, **kw) == [
@@ -329,17 +362,65 @@ def test_batches_match_per_sample(engine: str, num_threads: int) -> None:
     empty = np.zeros((0, 25, 20), np.float32)
     assert decode_greedy_batch(empty, syms, engine=engine) == []
     assert beam_search_batch(empty, syms, engine=engine) == []
+    assert greedy_search_batch(empty, syms, engine=engine, num_threads=2) == []
+    assert decode_beam_batch(empty, syms, engine=engine, num_threads=2) == []
 
 
-def test_large_greedy_batch_is_split_over_threads(engine: str) -> None:
+@pytest.fixture
+def started_threads(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """Every thread started while the test runs (threading.Thread replaced by a recorder)."""
+    started: list[threading.Thread] = []
+
+    class Recorded(threading.Thread):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Recorded)
+    return started
+
+
+def _large_batch() -> np.ndarray:
     # 1400 x 20 x 20 = 560k values: enough for two threads of GREEDY_VALUES_PER_THREAD.
     rng = np.random.default_rng(9)
     batch = rng.random((1400, 20, 20), dtype=np.float32)
     batch[rng.random((1400, 20)) < 0.5, -1] = 2.0  # plenty of blanks
-    syms = ALPHABET[:19]
+    return batch
+
+
+def test_large_greedy_batch_is_split_over_threads(
+    engine: str, started_threads: list[threading.Thread]
+) -> None:
+    if engine == "python":
+        pytest.skip("the Python engine holds the GIL, so it decodes a batch in the calling "
+                    "thread (test_python_engine_batches_run_in_the_calling_thread)")
+    batch, syms = _large_batch(), ALPHABET[:19]
     expected = [decode_greedy(x, syms, engine=engine) for x in batch]
+    details = [greedy_search(x, syms, engine=engine) for x in batch[:300]]
+    assert started_threads == []
     assert decode_greedy_batch(batch, syms, engine=engine, num_threads=2) == expected
+    assert len(started_threads) == 1  # the calling thread decodes the other half
+    # 8 asked, but each thread needs GREEDY_VALUES_PER_THREAD values: still two halves.
     assert decode_greedy_batch(batch, syms, engine=engine, num_threads=8) == expected
+    assert len(started_threads) == 2
+    assert greedy_search_batch(batch, syms, engine=engine, num_threads=2)[:300] == details
+    assert len(started_threads) == 3
+    # A small batch is not worth a thread.
+    assert decode_greedy_batch(batch[:10], syms, engine=engine, num_threads=8) == expected[:10]
+    assert len(started_threads) == 3
+
+
+def test_python_engine_batches_run_in_the_calling_thread(
+    engine: str, started_threads: list[threading.Thread]
+) -> None:
+    if engine != "python":
+        pytest.skip("only the Python engine runs batches serially")
+    batch, syms = _large_batch()[:300], ALPHABET[:19]
+    expected = [decode_greedy(x, syms, engine=engine) for x in batch]
+    assert decode_greedy_batch(batch, syms, engine=engine, num_threads=4) == expected
+    assert decode_beam_batch(batch[:20], syms, engine=engine, num_threads=4) == [
+        decode_beam(x, syms, engine=engine) for x in batch[:20]]
+    assert started_threads == []
 
 
 def test_confidences_are_probabilities(engine: str) -> None:
@@ -381,15 +462,22 @@ GOOD = from_path("-ab-", "abc")
         (decode_greedy, {"blank": 1.0}, TypeError, r"blank must be an int"),
         (decode_beam, {"beam_width": 0}, ValueError, r"beam_width must be >= 1; got 0"),
         (decode_beam, {"beam_width": 2.5}, TypeError, r"beam_width must be an int"),
+        (decode_beam, {"beam_width": MAX_BEAM_WIDTH + 1}, ValueError,
+         r"^beam_width must be <= MAX_BEAM_WIDTH \(1024\); got 1025$"),
+        (beam_search_batch, {"probs": GOOD[None], "beam_width": 10**7}, ValueError,
+         r"^beam_width must be <= MAX_BEAM_WIDTH"),
         (beam_search, {"beam_width": 3, "top_k": 4}, ValueError, r"top_k must be <= beam_width"),
         (beam_search, {"top_k": 0}, ValueError, r"top_k must be >= 1"),
-        (decode_beam, {"min_length": 5}, ValueError, r"min_length must be <= .* T=4"),
+        (decode_beam, {"min_length": 5}, ValueError, r"min_length must be <= T=4, .*; got 5"),
         (decode_beam, {"min_length": -1}, ValueError, r"min_length must be >= 0"),
         (decode_beam, {"min_length": 2, "max_length": 1}, ValueError,
          r"max_length must be >= min_length"),
         (decode_beam, {"prune": 1.5}, ValueError, r"prune must be in \[0, 1\)"),
         (decode_beam, {"prune": "high"}, TypeError, r"prune must be a float"),
-        (decode_beam, {"allowed": "az"}, ValueError, r"allowed contains 'z'"),
+        (decode_beam, {"allowed": "az"}, ValueError,
+         r"^allowed contains 'z', which the alphabet 'abc' cannot emit$"),
+        (decode_beam, {"allowed": ["a", "yy", "z"]}, ValueError,
+         r"^allowed contains \['yy', 'z'\], which the alphabet 'abc' cannot emit$"),
         (decode_beam, {"allowed": [3]}, ValueError, r"allowed contains the blank index 3"),
         (decode_beam, {"allowed": [7]}, ValueError, r"allowed contains class index 7"),
         (decode_beam, {"allowed": ""}, ValueError, r"allowed is empty"),
@@ -411,6 +499,210 @@ def test_bad_input_names_the_parameter(engine: str, call, kwargs, exc, match) ->
     alphabet = kw.pop("alphabet")
     with pytest.raises(exc, match=match):
         call(probs, alphabet, **kw)
+
+
+# ------------------------------------------------------------- hostile values, fuzzed (issue 10)
+
+F32_TINY = float(np.finfo(np.float32).smallest_normal)
+DENORMAL = st.floats(0.0, F32_TINY, width=32, allow_subnormal=True, exclude_max=True)
+HOSTILE = st.one_of(
+    st.floats(0.0, 1.0, width=32),
+    DENORMAL,
+    st.sampled_from([0.0, -0.0, 1.0, math.nan, math.inf, -math.inf]),
+    st.floats(-1.0, -F32_TINY, width=32),
+)
+
+
+@st.composite
+def hostile_probs(draw: st.DrawFn) -> np.ndarray:
+    """Tiny (T, C) inputs mixing probabilities with NaN, +-inf, negatives, -0.0, denormals and
+    all-zero frames; the first frames are drawn from the valid values only half the time."""
+    C = draw(st.integers(2, 3))
+    T = draw(st.integers(1, 4))
+    elements = draw(st.sampled_from([HOSTILE, st.one_of(st.floats(0.0, 1.0, width=32),
+                                                        DENORMAL, st.just(-0.0))]))
+    x = draw(hnp.arrays(np.float32, (T, C), elements=elements))
+    if draw(st.booleans()):
+        x[draw(st.integers(0, T - 1))] = 0.0  # a frame where everything is impossible
+    return x
+
+
+def expected_error(x: np.ndarray) -> str | None:
+    """The validator's message for probability input ``x`` (None: valid), worked out here."""
+    if np.isnan(x).any():
+        return "probs contains NaN"
+    if np.isinf(x).any():
+        return "probs contains inf; probabilities must be finite"
+    if (x < 0).any():
+        return f"probs contains negative values (min {float(x.min()):.4g})"
+    return None
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(x=hostile_probs())
+def test_hostile_values_fail_alike_or_decode_like_the_oracle(engine: str, x: np.ndarray) -> None:
+    T, C = x.shape
+    syms = "ab"[: C - 1]
+    batch = np.ascontiguousarray(np.stack([x, x]))
+    calls = [
+        lambda: decode_greedy(x, syms, engine=engine),
+        lambda: greedy_search(x, syms, engine=engine),
+        lambda: decode_beam(x, syms, prune=None, engine=engine),
+        lambda: beam_search(x, syms, beam_width=n_prefixes(T, C), prune=None, engine=engine),
+        lambda: decode_greedy_batch(batch, syms, engine=engine),
+        lambda: greedy_search_batch(batch, syms, engine=engine),
+        lambda: beam_search_batch(batch, syms, prune=None, engine=engine),
+    ]
+    error = expected_error(x)
+    if error is not None:
+        for call in calls:
+            with pytest.raises(ValueError) as info:
+                call()
+            assert str(info.value).startswith(error)
+        return
+    # Valid (-0.0 is a zero probability, denormals are tiny ones): greedy is the first-index
+    # argmax path, beam search the exact oracle; an all-zero frame leaves no text possible.
+    path = tuple(int(k) for k in x.argmax(axis=1))
+    greedy = collapse(path, C - 1)
+    assert decode_greedy(x, syms, engine=engine) == "".join(syms[k] for k in greedy)
+    assert greedy_search(x, syms, engine=engine).labels == greedy
+    truth = oracle(x, C - 1)
+    beams = beam_search(x, syms, beam_width=n_prefixes(T, C), prune=None, engine=engine)
+    assert {b.labels for b in beams} == set(truth)
+    for b in beams:
+        assert b.log_prob == pytest.approx(math.log(truth[b.labels]), abs=1e-5)
+    best = decode_beam(x, syms, beam_width=n_prefixes(T, C), prune=None, engine=engine)
+    assert best == (beams[0].text if beams else "")
+    assert decode_greedy_batch(batch, syms, engine=engine) == [decode_greedy(x, syms)] * 2
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.just(3)),
+                    elements=st.one_of(st.floats(-30.0, 5.0, width=32),
+                                       st.sampled_from([math.nan, math.inf, -math.inf]))))
+def test_hostile_log_input_fails_alike_or_matches_probabilities(
+    engine: str, x: np.ndarray
+) -> None:
+    """log_input: NaN and +inf are refused, -inf is probability 0, a frame of -inf only has
+    no probability to renormalise; otherwise the answers are those of the probabilities."""
+    if np.isnan(x).any():
+        error = "probs contains NaN"
+    elif np.isposinf(x).any():
+        error = "probs contains +inf"
+    elif np.isneginf(x).all(axis=1).any():
+        error = "probs has a frame where every class is -inf"
+    else:
+        error = None
+    calls = [lambda: decode_greedy(x, "ab", log_input=True, engine=engine),
+             lambda: beam_search(x, "ab", log_input=True, prune=None, engine=engine)]
+    if error is not None:
+        for call in calls:
+            with pytest.raises(ValueError, match="^" + re.escape(error)):
+                call()
+        return
+    x64 = x.astype(np.float64)
+    p = np.exp(x64 - np.logaddexp.reduce(x64, axis=1, keepdims=True))
+    truth = oracle(p, 2)
+    beams = beam_search(x, "ab", log_input=True, beam_width=n_prefixes(len(x), 3), prune=None,
+                        engine=engine)
+    assert {b.labels for b in beams} == set(truth)
+    for b in beams:
+        assert b.log_prob == pytest.approx(math.log(truth[b.labels]), abs=1e-4)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 30), st.integers(4, 40)),
+                    elements=st.one_of(DENORMAL, st.sampled_from([0.0, -0.0, 1.0]),
+                                       st.floats(0.0, 1.0, width=32))))
+def test_greedy_on_wide_rows_of_zeros_and_denormals(engine: str, x: np.ndarray) -> None:
+    """Rows as wide as the Cython kernel's packed (4-wide) argmax needs, full of -0.0, +0.0,
+    denormals and ties: the answer is still the first index of each frame's maximum."""
+    syms = (ALPHABET * 2)[: x.shape[1] - 1]
+    path = collapse(tuple(int(k) for k in x.argmax(axis=1)), x.shape[1] - 1)
+    text = "".join(syms[k] for k in path)
+    assert decode_greedy(x, syms, engine=engine) == text
+    assert greedy_search(x, syms, engine=engine).labels == path
+    assert decode_greedy_batch(x[None], syms, engine=engine) == [text]
+    first = np.ascontiguousarray(np.roll(x, 1, axis=1))  # blank first: other ties
+    path0 = collapse(tuple(int(k) for k in first.argmax(axis=1)), 0)
+    assert decode_greedy(first, syms, blank=0, engine=engine) == "".join(syms[k - 1] for k in path0)
+
+
+def test_max_beam_width_is_allowed_and_one_more_is_not(engine: str) -> None:
+    p = from_path("-ab-", "abc")
+    widest = beam_search(p, "abc", beam_width=MAX_BEAM_WIDTH, prune=None, engine=engine)
+    assert widest[0].text == "ab"
+    assert {b.labels for b in widest} == set(oracle(p, 3))  # the beam kept every labelling
+    too_wide = (rf"^beam_width must be <= MAX_BEAM_WIDTH \({MAX_BEAM_WIDTH}\); "
+                rf"got {MAX_BEAM_WIDTH + 1}$")
+    with pytest.raises(ValueError, match=too_wide):
+        beam_search(p, "abc", beam_width=MAX_BEAM_WIDTH + 1, engine=engine)
+
+
+# ----------------------------------------------------------------------------- DecodeOptions
+
+
+def test_decode_options_merge_calls_over_defaults() -> None:
+    defaults = DecodeOptions(allowed="23", max_length=2)
+    assert defaults.merged() is defaults
+    assert defaults.merged(beam_width=None, min_length=None) is defaults  # None: not given
+    call = defaults.merged(allowed="abc", min_length=1, top_k=3)
+    assert call == DecodeOptions(beam_width=None, allowed="abc", min_length=1, max_length=2,
+                                 top_k=3)
+    assert defaults.constrained and not DecodeOptions().constrained
+    with pytest.raises(TypeError, match="unknown decoding option 'beam'"):
+        defaults.merged(beam=3)
+
+
+def test_decode_options_width_never_widens_silently() -> None:
+    assert DecodeOptions().width == 1  # greedy
+    assert DecodeOptions(min_length=4).width == DEFAULT_BEAM_WIDTH
+    assert DecodeOptions(top_k=3).width == DEFAULT_BEAM_WIDTH
+    assert DecodeOptions(top_k=40).width == 40  # the default grows to hold top_k
+    assert DecodeOptions(beam_width=5, top_k=5).width == 5
+    with pytest.raises(ValueError, match=r"^top_k must be <= beam_width \(5\); got 6$"):
+        DecodeOptions(beam_width=5, top_k=6)
+    with pytest.raises(ValueError, match=r"^top_k must be <= beam_width \(5\); got 6$"):
+        DecodeOptions(beam_width=5).merged(top_k=6)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"beam_width": 0}, ValueError, r"^beam_width must be >= 1; got 0$"),
+    ({"beam_width": 1025}, ValueError,
+     r"^beam_width must be <= MAX_BEAM_WIDTH \(1024\); got 1025$"),
+    ({"beam_width": 2.0}, TypeError, r"^beam_width must be an int; got float$"),
+    ({"beam_width": True}, TypeError, r"^beam_width must be an int; got bool$"),
+    ({"top_k": 0}, ValueError, r"^top_k must be >= 1; got 0$"),
+    ({"top_k": 2000}, ValueError, r"^top_k must be <= MAX_BEAM_WIDTH \(1024\); got 2000$"),
+    ({"min_length": -1}, ValueError, r"^min_length must be >= 0; got -1$"),
+    ({"min_length": 3, "max_length": 2}, ValueError,
+     r"^max_length must be >= min_length \(3\); got 2$"),
+    ({"max_length": "5"}, TypeError, r"^max_length must be an int; got str$"),
+    ({"allowed": ""}, ValueError, r"^allowed is empty; pass None to allow every symbol$"),
+    ({"allowed": ["a"]}, TypeError, r"^allowed must be a str of characters or None; got list$"),
+])
+def test_decode_options_are_checked_by_the_decoders_validator(kwargs, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        DecodeOptions(**kwargs)
+    with pytest.raises(exc, match=match):  # a call's override is checked the same way
+        DecodeOptions().merged(**kwargs)
+
+
+def test_decode_options_numpy_ints_become_ints() -> None:
+    opts = DecodeOptions(beam_width=np.int64(5), min_length=np.int32(2), top_k=np.int8(3))
+    assert (type(opts.beam_width), type(opts.min_length), type(opts.top_k)) == (int, int, int)
+
+
+def test_decode_options_checked_against_a_model() -> None:
+    DecodeOptions(allowed="ab", min_length=12).check_model("abc", time_steps=12)
+    unknown = r"^allowed contains 'xz', which the model's charset 'abc' cannot emit$"
+    with pytest.raises(ValueError, match=unknown):
+        DecodeOptions(allowed="axz").check_model("abc", time_steps=12)
+    with pytest.raises(ValueError, match=r"^min_length must be <= T=12, .*; got 13$"):
+        DecodeOptions(min_length=13).check_model("abc", time_steps=12)
 
 
 def test_cython_engine_missing_says_how_to_build() -> None:

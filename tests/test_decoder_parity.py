@@ -1,18 +1,26 @@
-"""Hypothesis fuzz: the Cython kernel and the Python twin give the same answers.
+"""Hypothesis fuzz: the Cython kernel and the Python twin give the same answers and errors.
 
 Greedy must match exactly; beam search must give the same texts in the same order, log-probs
-within 1e-5 and the same confidences (in practice they are bit-identical).
+within 1e-5 and the same confidences (in practice they are bit-identical). On hostile or
+malformed input both raise the same exception type with the same message.
 """
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import numpy as np
 import pytest
 from captcha_edge.decoder import (
     ENGINES,
     beam_search,
+    beam_search_batch,
+    decode_beam,
+    decode_beam_batch,
     decode_greedy,
     decode_greedy_batch,
     greedy_search,
+    greedy_search_batch,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,3 +87,62 @@ def test_cython_matches_python(case: tuple[np.ndarray, bool], data: st.DataObjec
 def test_batch_greedy_parity(x: np.ndarray) -> None:
     assert decode_greedy_batch(x, "abcde", engine="cython", num_threads=2) == \
         decode_greedy_batch(x, "abcde", engine="python")
+
+
+HOSTILE = st.one_of(
+    st.floats(0.0, 1.0, width=32),
+    st.floats(0.0, float(np.finfo(np.float32).smallest_normal), width=32, allow_subnormal=True),
+    st.sampled_from([0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, -1e-30]),
+    st.floats(-2.0, 2.0, width=32),
+)
+
+
+@st.composite
+def any_arrays(draw: st.DrawFn) -> object:
+    """Arrays a caller might pass: float32/float64/int, 1-3-D, empty, strided or Fortran
+    ordered, with hostile values; now and then not an array at all."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from([None, "abc", [[0.5, 0.5]], 3.0]))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6))
+    dtype = draw(st.sampled_from([np.float32, np.float32, np.float64, np.int32]))
+    x = draw(hnp.arrays(dtype, shape, elements=HOSTILE if dtype != np.int32 else None))
+    layout = draw(st.sampled_from(["c", "f", "strided"]))
+    if layout == "f":
+        x = np.asfortranarray(x)
+    elif layout == "strided" and x.ndim >= 1:
+        x = x[..., ::2]
+    return x
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=any_arrays(), classes=st.sampled_from([-1, 2, 3, 4, 6]))
+def test_scan_twins_agree(x: object, classes: int) -> None:
+    """The validator's scan (layout + value bits) is the same in both engines."""
+    assert ENGINES["cython"].scan(x, classes) == ENGINES["python"].scan(x, classes)
+
+
+def _outcome(call: Callable[[], object]) -> tuple[str, object]:
+    """("ok", result) or (exception type name, message)."""
+    try:
+        return "ok", call()
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=any_arrays(), log_input=st.booleans(), blank=st.sampled_from([-1, 0]))
+def test_errors_and_answers_are_the_same_in_both_engines(
+    x: object, log_input: bool, blank: int
+) -> None:
+    """Hostile or malformed input: identical exception types and messages, or equal results."""
+    C = x.shape[-1] if isinstance(x, np.ndarray) and x.ndim else 3
+    syms = SYMS[: max(C - 1, 0)]
+    kw = {"blank": blank, "log_input": log_input}
+    for fn, extra in [(decode_greedy, {}), (greedy_search, {}),
+                      (beam_search, {"beam_width": 4, "prune": None}),
+                      (decode_beam, {"min_length": 1}),
+                      (decode_greedy_batch, {}), (greedy_search_batch, {}),
+                      (beam_search_batch, {"beam_width": 3}), (decode_beam_batch, {})]:
+        py = _outcome(lambda: fn(x, syms, engine="python", **kw, **extra))
+        cy = _outcome(lambda: fn(x, syms, engine="cython", **kw, **extra))
+        assert cy == py, fn.__name__

@@ -34,7 +34,7 @@ def test_pickle_round_trip_by_model_bytes(tmp_path: Path) -> None:
     back = pickle.loads(blob)
     assert back.charset == rec.charset and back.input_size == rec.input_size
     assert back.metadata == rec.metadata and back.backend == rec.backend
-    assert back._decode_defaults == rec._decode_defaults  # instance decoding defaults kept
+    assert back.decode_options == rec.decode_options  # instance decoding defaults kept
     assert [back.recognize(p, top_k=2) for p in GOOD] == before
     probs = rec.infer(rec.preprocess(GOOD[0]))
     np.testing.assert_array_equal(back.infer(back.preprocess(GOOD[0])), probs)

@@ -198,14 +198,39 @@ def test_instance_defaults_apply_and_calls_override() -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"beam_width": 0}, "beam_width must be an int >= 1"),
-    ({"min_length": 5, "max_length": 3}, "min_length"),
-    ({"allowed": ""}, "allowed must be"),
-    ({"allowed": "AZ"}, "cannot emit: 'AZ'"),
+    ({"beam_width": 0}, r"^beam_width must be >= 1; got 0$"),
+    ({"beam_width": 10**7}, r"^beam_width must be <= MAX_BEAM_WIDTH \(1024\); got 10000000$"),
+    ({"min_length": 5, "max_length": 3}, r"^max_length must be >= min_length \(5\); got 3$"),
+    ({"allowed": ""}, r"^allowed is empty"),
+    ({"allowed": "AZ"}, r"^allowed contains 'AZ', which the model's charset '.*' cannot emit$"),
+    ({"min_length": 10**4}, r"^min_length must be <= T=\d+, .*; got 10000$"),
 ])
 def test_bad_decoding_options(rec: Recognizer, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         rec.predict(GOOD / "2b4cd.png", **kwargs)
+    with pytest.raises(ValueError, match=match):  # up front, before any image is read
+        rec.check_options(**kwargs)
+    with pytest.raises(ValueError, match=match):  # and in the constructor, as defaults
+        Recognizer(INT8, **kwargs)
+
+
+def test_min_length_limit_is_the_models_time_steps(rec: Recognizer) -> None:
+    T = rec.time_steps
+    rec.check_options(min_length=T)  # T frames can emit T characters (no repeats)
+    with pytest.raises(ValueError, match=rf"min_length must be <= T={T}, .*; got {T + 1}"):
+        rec.check_options(min_length=T + 1)
+
+
+def test_top_k_never_widens_an_explicit_beam(rec: Recognizer) -> None:
+    img = GOOD / "2b4cd.png"
+    with pytest.raises(ValueError, match=r"^top_k must be <= beam_width \(3\); got 5$"):
+        rec.recognize(img, top_k=5, beam_width=3)
+    with pytest.raises(ValueError, match=r"^top_k must be <= beam_width \(3\); got 5$"):
+        Recognizer(INT8, beam_width=3).recognize(img, top_k=5)
+    # Without an explicit width the beam is max(10, top_k) wide: 12 alternatives can come back.
+    assert rec.decode_options.merged(top_k=12).width == 12
+    assert rec.decode_options.merged(top_k=3).width == 10
+    assert len(rec.recognize(img, top_k=12).alternatives) <= 12
 
 
 def test_predict_batch_matches_predict(rec: Recognizer) -> None:

@@ -649,9 +649,8 @@ def create_app(models: ModelSet, settings: Settings,
                     raise HTTPError(400, "empty body: send the image bytes"
                                     if empty[0] == "body" else f"{empty[0]}: empty file part")
                 try:
-                    check = {k: v for k, v in opts.items() if k != "top_k"}
-                    model.recognizer.check_options(**check)
-                except ValueError as exc:
+                    model.recognizer.check_options(**opts)
+                except (ValueError, TypeError) as exc:
                     raise HTTPError(400, str(exc)) from None
             except BodyTooLarge:
                 raise HTTPError(413, f"request body is over the limit of {settings.max_bytes} "
