@@ -100,6 +100,9 @@ def register(add: Callable[..., argparse.ArgumentParser],
                    help="largest request body in bytes; more gets 413 (default 4 MiB)")
     w.add_argument("--max-images", type=_positive, default=256,
                    help="most images in one request (default 256)")
+    w.add_argument("--keep-alive", type=_nonneg_float, default=75.0, metavar="S",
+                   help="seconds an idle client connection stays open (default 75: longer than "
+                        "a load balancer's idle timeout, so the balancer closes first)")
     w.add_argument("--drain-timeout", type=_nonneg_float, default=30.0, metavar="S",
                    help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
     w.add_argument("--log-level", default="warning",

@@ -797,6 +797,7 @@ def run(args: Any) -> int:
 
     app = create_app(models, settings, on_ready=ready)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log,
+                            timeout_keep_alive=max(1, round(args.keep_alive)),
                             lifespan="on", timeout_graceful_shutdown=args.drain_timeout or None,
                             ws="none")
     server = uvicorn.Server(config)
