@@ -558,6 +558,23 @@ class Guard:
         self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
         self.token = token.encode() if token else None
 
+    async def drain(self, receive: Receive, seen: int) -> None:
+        """Read and drop the rest of a refused body, up to a cap, before answering.
+
+        A server that answers and closes while the client is still uploading makes the
+        client's TCP stack see a reset instead of the 413; reading the remainder (cheap for
+        modest overruns) lets the client read the answer. Past the cap, the answer goes out
+        anyway.
+        """
+        cap = min(8 * self.max_bytes, 64 * 1024 * 1024)
+        while seen <= cap:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
     async def _reject(self, send: Send, status: int, message: str,
                       headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         body = json.dumps({"error": message, "status": status}).encode()
@@ -583,6 +600,7 @@ class Guard:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             self.metrics.errors.labels("-", "too_large").inc()
+            await self.drain(receive, 0)
             await self._reject(send, 413, f"request body of {int(length)} bytes is over the "
                                f"limit of {self.max_bytes} bytes (--max-bytes)")
             return
@@ -594,6 +612,8 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    if message.get("more_body", False):
+                        await self.drain(receive, seen)
                     raise BodyTooLarge()
             return message
 
