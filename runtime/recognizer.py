@@ -403,6 +403,21 @@ class Recognizer:
         with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
             return list(pool.map(one, items))
 
+    # -- pickling: by model bytes; interpreters are native, per process, and rebuilt lazily ----
+
+    def __getstate__(self) -> dict[str, Any]:
+        """State without the interpreters: the model bytes, metadata and options travel."""
+        state = dict(self.__dict__)
+        state.pop("_local", None)  # per-thread interpreters cannot cross a process boundary
+        state.pop("_interpreter_cls", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild on the receiving side: same backend, interpreters made on first use."""
+        self.__dict__.update(state)
+        self.backend, self._interpreter_cls = get_interpreter_class(state["backend"])
+        self._local = threading.local()
+
     def __repr__(self) -> str:
         h, w = self.input_size
         return (f"Recognizer({self.name!r}, format={self.metadata.get('format')!r}, "

@@ -159,6 +159,39 @@ else
   echo "  NOT MEASURED: no float32 model to compare with"
   summary "int8/float32:" "NOT MEASURED (no float32 model; set CAPTCHA_EDGE_PI_FLOAT_MODEL)"
 fi
+
+step "captcha-edge serve (the [serve] extra, pure-Python wheels): start, one request, SIGTERM"
+pip install -q "${WHEEL}[serve]"
+SERVE_LOG="$OUT/serve.log"
+captcha-edge serve --model "$MODEL" --port 0 --workers 1 2> "$SERVE_LOG" &
+SERVE_PID=$!
+for _ in $(seq 1200); do  # up to 5 minutes: imports are slow under emulation
+  grep -q 'listening on' "$SERVE_LOG" && break
+  kill -0 "$SERVE_PID" 2>/dev/null || break
+  sleep 0.25
+done
+SERVE_URL="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$SERVE_LOG" | head -n1 || true)"
+[[ -n "$SERVE_URL" ]] || { cat "$SERVE_LOG" >&2; echo "serve did not start" >&2; exit 1; }
+SERVE_LINE="$(python - "$SERVE_URL" "$FIRST" "$OUT/predict_aarch64.jsonl" <<'EOF'
+import json, sys, urllib.request
+url, image, predicted = sys.argv[1:]
+want = {r["path"]: r["text"] for r in map(json.loads, open(predicted))}
+req = urllib.request.Request(url + "/v1/recognize", data=open(image, "rb").read(),
+                             headers={"Content-Type": "image/png"})
+with urllib.request.urlopen(req, timeout=120) as resp:
+    res = json.load(resp)["results"][0]
+assert res["error"] is None, res
+if image in want:
+    assert res["text"] == want[image], (res["text"], want[image])
+print(f"POST /v1/recognize {image.rsplit('/', 1)[-1]} -> {res['text']!r} (same as predict)")
+EOF
+)"
+echo "  $SERVE_LINE"
+kill -TERM "$SERVE_PID"
+SERVE_RC=0
+wait "$SERVE_PID" || SERVE_RC=$?
+[[ "$SERVE_RC" == 0 ]] || { cat "$SERVE_LOG" >&2; echo "serve exited $SERVE_RC after SIGTERM" >&2; exit 1; }
+summary "serve:" "$SERVE_LINE; SIGTERM -> exit 0"
 deactivate
 
 step "second venv: captcha-edge[tflite] ($TFLITE_RUNTIME_SPEC, numpy<2), CAPTCHA_EDGE_BACKEND=tflite-runtime"

@@ -1,0 +1,138 @@
+"""``captcha-edge serve``: an HTTP recognition service (the ``[serve]`` extra).
+
+This module holds only the command-line side (parser and dispatch) and imports nothing beyond
+the standard library, so ``captcha-edge --help`` works without the extra. The ASGI application
+lives in :mod:`captcha_edge.serve.app` (Starlette, uvicorn, prometheus-client).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+#: The modules the service needs, by the distribution that provides them.
+REQUIRED = {"starlette": "starlette", "uvicorn": "uvicorn",
+            "prometheus_client": "prometheus-client", "multipart": "python-multipart"}
+
+EXTRA_HINT = 'pip install "captcha-edge[serve]"'
+
+EPILOG = """examples:
+  captcha-edge serve                                   # bundled model on http://127.0.0.1:8000
+  captcha-edge serve --model a.tflite --model b.tflite --workers 2
+  captcha-edge serve --models /srv/models --host 0.0.0.0 --token "$TOKEN"
+  curl --data-binary @captcha.png http://127.0.0.1:8000/v1/recognize
+  curl -F file=@a.png -F file=@b.png 'http://127.0.0.1:8000/v1/recognize?model=b&top_k=3'
+endpoints: POST /v1/recognize, GET /v1/models, GET /healthz, GET /metrics (Prometheus),
+  GET /openapi.json. There is no authentication besides --token (a shared bearer token):
+  keep the default 127.0.0.1 or put the service behind your own proxy.
+signals: SIGHUP re-reads the models (so does a change of a model file); SIGTERM or Ctrl-C stop
+  accepting, let in-flight requests finish (--drain-timeout), then exit."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number; got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535; got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {value}")
+    return value
+
+
+def register(add: Callable[..., argparse.ArgumentParser],
+             parents: dict[str, argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add ``serve`` to ``captcha-edge`` (the :data:`captcha_edge.cli.SUBCOMMAND_MODULES` hook).
+
+    Args:
+        add: ``add(name, help, parents, epilog)`` -> a new subparser.
+        parents: the CLI's shared option groups; ``serve`` uses "backend".
+    """
+    help_ = "serve recognition over HTTP (needs the [serve] extra)"
+    p = add("serve", help_, [parents["backend"]], EPILOG)
+    m = p.add_argument_group("models")
+    m.add_argument("--model", "-m", action="append", default=[], metavar="PATH",
+                   help="a .tflite to serve, by its file stem; repeatable (default: the bundled "
+                        "model, unless --models is given)")
+    m.add_argument("--models", default=None, metavar="DIR",
+                   help="serve every *.tflite in DIR by its file stem; re-read on change")
+    m.add_argument("--default-model", default=None, metavar="NAME",
+                   help="model used when a request names none (default: the first)")
+    m.add_argument("--reload-interval", type=_nonneg_float, default=2.0, metavar="S",
+                   help="seconds between checks of the model files for changes; 0 = only "
+                        "on SIGHUP (default 2)")
+    n = p.add_argument_group("network")
+    n.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the service)")
+    n.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0 = any)")
+    n.add_argument("--token", default=os.environ.get("CAPTCHA_EDGE_TOKEN") or None,
+                   help="require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
+                        "(default: $CAPTCHA_EDGE_TOKEN; prefer it, argv is visible to ps)")
+    w = p.add_argument_group("work")
+    w.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
+                   help="worker threads, one interpreter each per model (default: CPU count)")
+    w.add_argument("--batch-window-ms", type=_nonneg_float, default=0.0, metavar="MS",
+                   help="micro-batching: images of requests that arrive within MS ms run as "
+                        "one job (default 0 = off)")
+    w.add_argument("--max-batch", type=_positive, default=64,
+                   help="most images in one micro-batch (default 64)")
+    w.add_argument("--max-bytes", type=_positive, default=4 * 1024 * 1024,
+                   help="largest request body in bytes; more gets 413 (default 4 MiB)")
+    w.add_argument("--max-images", type=_positive, default=256,
+                   help="most images in one request (default 256)")
+    w.add_argument("--keep-alive", type=_nonneg_float, default=75.0, metavar="S",
+                   help="seconds an idle client connection stays open (default 75: longer than "
+                        "a load balancer's idle timeout, so the balancer closes first)")
+    w.add_argument("--drain-timeout", type=_nonneg_float, default=30.0, metavar="S",
+                   help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
+    w.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default warning)")
+    w.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def missing_modules() -> list[str]:
+    """Distributions of the [serve] extra that cannot be imported."""
+    import importlib
+
+    missing = []
+    for mod, dist in REQUIRED.items():
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            missing.append(dist)
+    return missing
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM/SIGINT; 2 on a usage or model error."""
+    missing = missing_modules()
+    if missing:
+        print(f"captcha-edge serve: needs the [serve] extra ({', '.join(missing)} missing): "
+              f"{EXTRA_HINT}", file=sys.stderr)
+        return 2
+    from .app import run
+
+    return run(args)
