@@ -262,6 +262,11 @@ class ModelMeta:
         """Plain JSON-ready dict: every key (defaults filled in), then the ``extra`` keys."""
         return contract_dict(self)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle through the JSON form: the read-only mapping fields cannot be pickled as they
+        # are, and a Recognizer shipped to another process (Ray, Spark) carries its ModelMeta.
+        return (type(self).from_dict, (self.to_dict(),))
+
 
 def contract_dict(obj: Any) -> dict[str, Any]:
     """A contract dataclass as a JSON-ready dict: its fields (mappings -> dict, tuples -> list,

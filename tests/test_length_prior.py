@@ -157,3 +157,16 @@ def test_cli_info_shows_the_prior_and_predict_accepts_no_length_prior(prior_mode
     assert len(json.loads(with_prior.stdout)["text"]) == 5
     assert json.loads(without.stdout)["text"] == Recognizer(prior_model, length_prior=False
                                                             ).predict(img)
+
+
+def test_contracts_pickle_and_the_recognizer_keeps_its_prior(prior_model: Path) -> None:
+    """ModelMeta/RunInfo round-trip through pickle (a Recognizer shipped to Ray carries them)."""
+    import pickle
+
+    rec = Recognizer(prior_model)
+    back = pickle.loads(pickle.dumps(rec))
+    assert back.meta == rec.meta and back.length_prior == (5, 5)
+    probs = six_char_probs(rec.charset, rec.time_steps)
+    assert back.decode(probs) == rec.decode(probs)
+    info = RunInfo.from_dict(json.loads((DATA / "export_run" / "model.json").read_text()))
+    assert pickle.loads(pickle.dumps(info)) == info

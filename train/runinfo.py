@@ -150,6 +150,10 @@ class RunInfo:
         return cls(**{k: v for k, v in d.items() if k in known},
                    extra={k: v for k, v in d.items() if k not in known})
 
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Pickle through the JSON form (the read-only mapping fields cannot be pickled as is).
+        return (type(self).from_dict, (self.to_dict(),))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (what ``model.json`` holds)."""
         return contract_dict(self)
