@@ -244,7 +244,7 @@ def _follow(a: argparse.Namespace, proc: "subprocess.Popen[bytes]", progress: Pa
         events = [json.loads(ln) for ln in
                   progress.read_text(encoding="utf-8").split("\n")[:-1] if ln.strip()]
         for ev in events[seen:]:
-            step = ev.get("step")
+            step = str(ev.get("step"))
             if ev["event"] == "start":
                 what = ("running the Keras model on the validation images"
                         if step == "reference" else "converting")
