@@ -66,6 +66,31 @@ def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
+def number_arg(kind: Callable[[str], Any], minimum: float, maximum: float | None = None,
+               what: str = "") -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses ``kind`` (int or float) within ``minimum..maximum``.
+
+    The error names what was expected and what was given, e.g. ``expected a positive integer;
+    got '0'``; ``what`` overrides the expectation's wording (e.g. ``"a port in 0..65535"``).
+    """
+    noun = "an integer" if kind is int else "a number"
+    if not what:
+        what = ("a positive integer" if kind is int and minimum == 1 and maximum is None
+                else f"{noun} >= {minimum:g}" if maximum is None
+                else f"{noun} in {minimum:g}..{maximum:g}")
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}") from None
+        if not (value >= minimum and (maximum is None or value <= maximum)):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {what}; got {value}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
 class CliParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr and exit code 2."""
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
+from ._common import number_arg
 from .errors import ModelFormatError
 from .inputs import Input, expand, json_line, printable, recognize_all
 from .metrics import Tally
@@ -407,24 +408,8 @@ interpreter with num_threads=N""",
 SUBCOMMAND_MODULES: tuple[str, ...] = ("serve",)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
-
-
-def _nonneg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
-    return value
+_positive = number_arg(int, 1)
+_nonneg = number_arg(int, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

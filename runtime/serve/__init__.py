@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Callable
 
+from .._common import number_arg
+
 #: The modules the service needs, by the distribution that provides them.
 REQUIRED = {"starlette": "starlette", "uvicorn": "uvicorn",
             "prometheus_client": "prometheus-client", "multipart": "python-multipart"}
@@ -30,34 +32,9 @@ signals: SIGHUP re-reads the models (so does a change of a model file); SIGTERM 
   accepting, let in-flight requests finish (--drain-timeout), then exit."""
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number; got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0..65535; got {value}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {value}")
-    return value
+_positive = number_arg(int, 1)
+_port = number_arg(int, 0, 65535, what="a port in 0..65535")
+_nonneg_float = number_arg(float, 0)
 
 
 def register(add: Callable[..., argparse.ArgumentParser],
