@@ -71,11 +71,16 @@ def _converter(model: Any, route: str) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
+def _with_channels(images: np.ndarray) -> np.ndarray:
+    """Grey (N, H, W) -> (N, H, W, 1); RGB (N, H, W, 3) passes unchanged."""
+    return images if images.ndim == 4 else images[..., None]
+
+
 def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List[np.ndarray]]]:
     """A representative_dataset over uint8 (N, H, W) images, fed as float32 raw 0..255 batches."""
     def gen() -> Iterator[List[np.ndarray]]:
         for i in range(0, len(images) - batch + 1, batch):
-            yield [images[i:i + batch, :, :, None].astype(np.float32)]
+            yield [_with_channels(images[i:i + batch]).astype(np.float32)]
     return gen
 
 
@@ -121,5 +126,6 @@ def to_tflite(model: Any, fmt: str, *, route: str, calibration: Optional[np.ndar
 
 def keras_probs(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """The Keras model's (N, T, C) float32 probabilities on uint8 (N, H, W) images."""
-    out = model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
+    out = model.predict(_with_channels(images).astype(np.float32), batch_size=batch_size,
+                        verbose=0)
     return np.asarray(out, dtype=np.float32)

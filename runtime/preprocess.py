@@ -25,7 +25,7 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO, Image.I
 DEFAULT_RECIPE: dict[str, Any] = {
     "height": 50,
     "width": 200,
-    "color": "L",  # 8-bit grayscale
+    "color": "L",  # "L": 8-bit grayscale, (H, W) arrays; "RGB": (H, W, 3) arrays
     "resize": "stretch",  # or "pad": keep aspect ratio, pad right/bottom with background
     "resample": "bilinear",
     "background": 255,  # transparent pixels are composited on white, padding is white
@@ -51,8 +51,8 @@ def make_recipe(**overrides: Any) -> dict[str, Any]:
         raise ValueError(f"resize must be 'stretch' or 'pad'; got {recipe['resize']!r}")
     if recipe["resample"] not in _RESAMPLE:
         raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}; got {recipe['resample']!r}")
-    if recipe["color"] != "L":
-        raise ValueError(f"color must be 'L' (grayscale); got {recipe['color']!r}")
+    if recipe["color"] not in ("L", "RGB"):
+        raise ValueError(f"color must be 'L' (grayscale) or 'RGB'; got {recipe['color']!r}")
     for key in ("height", "width"):
         if not isinstance(recipe[key], int) or recipe[key] < 8:
             raise ValueError(f"{key} must be an int >= 8; got {recipe[key]!r}")
@@ -143,18 +143,45 @@ def to_gray(img: Image.Image, background: int = 255) -> Image.Image:
     return img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV, P, RGB
 
 
-def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np.ndarray:
-    """Load ``src`` and apply ``recipe``: a uint8 array of shape (height, width), raw grey levels.
+def to_rgb(img: Image.Image, background: int = 255) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on ``background``.
 
-    This is the model input (before the batch and channel axes); models scale it themselves.
+    Grey-only modes (16-bit, float, 1-bit) go through :func:`to_gray` first, so an RGB model
+    reads them as the grey picture with three equal channels.
     """
-    img = to_gray(load_image(src), int(recipe["background"]))
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "1", "L") \
+            and "transparency" not in img.info:
+        return to_gray(img, background).convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def channels(recipe: Mapping[str, Any]) -> int:
+    """Channels of the model input: 1 for ``color`` "L" (also when the key is absent), 3 for RGB."""
+    return 3 if recipe.get("color", "L") == "RGB" else 1
+
+
+def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np.ndarray:
+    """Load ``src`` and apply ``recipe``: uint8 raw pixels, shape (height, width) for ``color``
+    "L" or (height, width, 3) for "RGB".
+
+    This is the model input (before the batch and, for grey, the channel axis); models scale it
+    themselves.
+    """
+    rgb = recipe.get("color", "L") == "RGB"
+    bg = int(recipe["background"])
+    img = (to_rgb if rgb else to_gray)(load_image(src), bg)
     h, w = int(recipe["height"]), int(recipe["width"])
     resample = _RESAMPLE[recipe["resample"]]
     if recipe["resize"] == "pad":
         scale = min(w / img.width, h / img.height)
         nw, nh = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-        canvas = Image.new("L", (w, h), int(recipe["background"]))
+        canvas = Image.new(img.mode, (w, h), (bg,) * 3 if rgb else bg)
         canvas.paste(img.resize((nw, nh), resample), (0, 0))
         img = canvas
     elif img.size != (w, h):

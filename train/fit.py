@@ -39,6 +39,16 @@ class Prepared:
     val_labels: List[str]
     val_names: List[str]
     meta: Dict[str, Any] = field(default_factory=dict)  # data summary, split, sources
+    init_from: Optional["WarmStart"] = None  # --init-from: weights to start from
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A trained model to start from (``--init-from``): its weights file, charset and config."""
+
+    weights: Path  # model.keras of the earlier run
+    charset: str
+    model_config: ModelConfig
 
 
 @dataclass
@@ -56,8 +66,47 @@ class Options:
     resume: bool = False
     threads: int = 0
     max_minutes: float = 0.0
+    budget_clock: str = "wall"  # wall | cpu: what --max-minutes counts (cpu = process CPU time)
     mixed_precision: str = "auto"  # auto | on | off
     verbose: int = 1
+
+
+#: The warm-up never takes more than this share of the run (a short time budget still decays).
+WARMUP_MAX_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class BudgetSchedule:
+    """Learning rate as a function of progress through the run, step- or time-bound.
+
+    Progress ``p`` is the larger of ``step / total_steps`` (the ``--epochs`` bound) and
+    ``used_seconds / budget_seconds`` (``--max-minutes``), so the cosine reaches its floor exactly
+    when the run ends, whichever bound comes first; the run stops at ``p = 1``. A linear warm-up
+    from ``peak / 10`` lasts ``warmup_steps`` or :data:`WARMUP_MAX_SHARE` of the run, whichever
+    is shorter.
+    """
+
+    peak: float
+    total_steps: int
+    warmup_steps: int = 0
+    budget_seconds: float = 0.0  # 0 = no time bound
+    alpha: float = 0.02  # floor = alpha * peak
+
+    def progress(self, step: int, used_seconds: float) -> float:
+        p = step / max(1, self.total_steps)
+        if self.budget_seconds > 0:
+            p = max(p, used_seconds / self.budget_seconds)
+        return min(1.0, max(0.0, p))
+
+    def __call__(self, step: int, used_seconds: float) -> float:
+        import math
+
+        p = self.progress(step, used_seconds)
+        warm = 1.0
+        if self.warmup_steps > 0:
+            warm = min(1.0, max(step / self.warmup_steps, p / WARMUP_MAX_SHARE))
+        cosine = self.alpha + (1.0 - self.alpha) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return float(self.peak * (0.1 + 0.9 * warm) * cosine)
 
 
 def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple[Any, bool]:
@@ -106,8 +155,12 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed:
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
 
+    grey = images.ndim == 3  # (N, H, W) grey gets a channel axis; RGB is (N, H, W, 3)
+
     def to_input(x: Any, y: Any) -> Tuple[Any, Any]:
-        x = tf.cast(x, tf.float32)[..., None]
+        x = tf.cast(x, tf.float32)
+        if grey:
+            x = x[..., None]
         if augment is not None:
             x = augment_batch(x, augment)
         return x, y
@@ -119,7 +172,9 @@ def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.n
     """Run the logits model in inference mode over uint8 images; float32 (N, T, C)."""
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].astype(np.float32)[..., None]
+        x = images[i:i + batch_size].astype(np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
         out.append(np.asarray(model(x, training=False), dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
 
@@ -174,6 +229,11 @@ class _Tracker:
         return self.elapsed_before + time.monotonic() - self.started
 
     @property
+    def budget_used(self) -> float:
+        """Seconds counted against ``--max-minutes`` (wall, or process CPU with --budget-clock cpu)."""
+        return self.cpu_seconds if self.o.budget_clock == "cpu" else self.seconds
+
+    @property
     def cpu_seconds(self) -> float:
         return self.cpu_before + time.process_time() - self.cpu_started
 
@@ -205,8 +265,9 @@ class _Tracker:
         self.save_checkpoint(next_epoch=epoch + 1)
         if self.o.patience and self.since_best >= self.o.patience:
             self.stop_reason = f"early stop: no improvement for {self.o.patience} epochs"
-        elif self.o.max_minutes and self.seconds >= self.o.max_minutes * 60:
-            self.stop_reason = f"time limit of {self.o.max_minutes:g} min reached"
+        elif self.o.max_minutes and self.budget_used >= self.o.max_minutes * 60 * 0.999:
+            self.stop_reason = (f"time budget of {self.o.max_minutes:g} min "
+                                f"({self.o.budget_clock}) spent")
         elif self.best is not None and self.best["val_seq_acc"] >= 1.0 \
                 and self.best["val_cer"] == 0.0 and self.since_best >= max(3, self.o.patience // 3):
             self.stop_reason = "validation is perfect and stable"
@@ -255,6 +316,44 @@ def load_state(out: Path, p: Prepared) -> Dict[str, Any]:
     return state
 
 
+def warm_start(inference: Any, src: WarmStart, charset: str, keras: Any) -> str:
+    """Copy an earlier run's weights into ``inference`` (``--init-from``); return a summary.
+
+    Layers are matched by name and shape. With a new charset the output layer ("logits") keeps
+    the rows of the characters both charsets share (and the blank) and starts the others fresh.
+    """
+    try:
+        source = keras.models.load_model(str(src.weights), compile=False)
+    except (OSError, ValueError) as exc:
+        raise TrainDataError(f"--init-from {src.weights}: cannot load the model ({exc})") from None
+    copied, fresh = 0, []
+    for layer in inference.layers:
+        mine = layer.get_weights()
+        if not mine:
+            continue
+        try:
+            theirs = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            fresh.append(layer.name)
+            continue
+        if layer.name == "logits" and src.charset != charset:
+            kernel, bias = mine
+            old_k, old_b = theirs
+            index = {c: i for i, c in enumerate(src.charset)}
+            shared = [(j, index[c]) for j, c in enumerate(charset) if c in index]
+            for j, i in shared + [(len(charset), len(src.charset))]:  # blank is last in both
+                kernel[:, j], bias[j] = old_k[:, i], old_b[i]
+            layer.set_weights([kernel, bias])
+            fresh.append(f"logits: {len(charset) - len(shared)} new of {len(charset)} symbols")
+            continue
+        if [w.shape for w in mine] != [w.shape for w in theirs]:
+            fresh.append(layer.name)
+            continue
+        layer.set_weights(theirs)
+        copied += 1
+    return f"{copied} layers copied" + (f"; fresh: {', '.join(fresh)}" if fresh else "")
+
+
 def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
     state = load_state(o.out, p) if o.resume else {}
@@ -272,13 +371,13 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     steps_per_epoch = max(1, -(-len(p.train_images) // o.batch_size))
     total_steps = steps_per_epoch * o.epochs
     warmup = min(int(o.warmup_epochs * steps_per_epoch), total_steps // 2)
+    schedule = BudgetSchedule(peak=o.learning_rate, total_steps=total_steps, warmup_steps=warmup,
+                              budget_seconds=o.max_minutes * 60)
     with strategy.scope():
         train_model, inference = build_model(p.model_config, keras)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=o.learning_rate / 10 if warmup else o.learning_rate,
-            decay_steps=max(1, total_steps - warmup), alpha=0.02,
-            warmup_target=o.learning_rate if warmup else None, warmup_steps=warmup)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0)
+        # A plain variable, set before every step by the callback below from the step count and
+        # the time spent (see BudgetSchedule), so the decay ends when the budget does.
+        optimizer = keras.optimizers.Adam(learning_rate=schedule(0, 0.0), clipnorm=5.0)
         train_model.compile(optimizer=optimizer, loss=ctc_loss)
     initial_epoch = 0
     best_weights = None
@@ -293,6 +392,10 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         train_model.load_weights(str(o.out / CHECKPOINT_DIR / "last.weights.h5"))
         train_model.optimizer.iterations.assign(int(state["step"]))
         initial_epoch = int(state["next_epoch"])
+    elif p.init_from is not None:
+        copied = warm_start(inference, p.init_from, p.charset, keras)
+        if o.verbose:
+            print(f"warm start from {p.init_from.weights}: {copied}", flush=True)
     if o.verbose:
         print(f"model: {inference.count_params():,} parameters, {p.model_config.time_steps} "
               f"frames, {'GPU' if gpu else 'CPU'}"
@@ -306,6 +409,13 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     class _Callback(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             tracker.on_epoch_begin()
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            step = int(self.model.optimizer.iterations.numpy())
+            used = tracker.budget_used
+            self.model.optimizer.learning_rate.assign(schedule(step, used))
+            if step > 0 and schedule.progress(step, used) >= 1.0:
+                self.model.stop_training = True  # Keras ends the epoch after this step
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if tracker.on_epoch_end(epoch, logs if logs is not None else {}):
@@ -345,7 +455,7 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
         "charset": p.charset,
         "blank": len(p.charset),
         "preprocess": p.recipe,
-        "input_shape": [cfg.height, cfg.width, 1],
+        "input_shape": [cfg.height, cfg.width, cfg.channels],
         "time_steps": cfg.time_steps,
         "max_label_length": p.max_label_length,
         "model_config": cfg.to_dict(),
