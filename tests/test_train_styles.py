@@ -13,13 +13,12 @@ from typing import List, Tuple
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
 from captcha_edge.preprocess import channels, make_recipe, to_array
 from captcha_edge.train import cli
 from captcha_edge.train import data as D
 from captcha_edge.train.fit import WARMUP_MAX_SHARE, BudgetSchedule
 from captcha_edge.train.model import ModelConfig
+from PIL import Image, ImageDraw
 
 INK = (20, 20, 20)
 COLOURS = [(200, 30, 30), (30, 150, 40), (40, 60, 210), (190, 120, 0)]
@@ -263,8 +262,7 @@ def test_rgb_end_to_end_train_int8_runtime_same_pixels(tmp_path):
 def test_init_from_with_a_new_charset(tmp_path):
     tf = pytest.importorskip("tensorflow")  # noqa: F841
     import keras
-
-    from captcha_edge.train.fit import WarmStart, warm_start
+    from captcha_edge.train.fit import warm_start
     from captcha_edge.train.model import build_inference_model
 
     first = _folder(tmp_path / "a", 24, (100, 40), coloured=False, labels=["ab12", "ba21"])
