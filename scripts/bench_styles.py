@@ -81,10 +81,17 @@ def bench_one(style: str, config: str, extra: List[str], a: argparse.Namespace) 
            "--overwrite", "--threads", str(a.threads), *budget, *extra]
     print(f"[{style}/{config}] {' '.join(cmd)}", flush=True)
     tr = _run(cmd, run.parent / f"{run.name}.train.log")
+    return describe(run, style, config, " ".join([*budget, *extra]) or "defaults", tr, a)
+
+
+def describe(run: Path, style: str, config: str, options: str, tr: Dict[str, Any],
+             a: argparse.Namespace) -> Dict[str, Any]:
+    """The benchmark entry of a trained run folder (and its int8 export unless --no-export)."""
+    nice = ["nice", "-n", str(a.nice)] if a.nice else []
     entry: Dict[str, Any] = {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "style": style, "config": config,
-        "options": " ".join([*budget, *extra]) or "defaults",
+        "options": options,
         "note": a.note, "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "threads": a.threads, "train": tr,
     }
@@ -129,8 +136,9 @@ def _pct(x: Optional[float]) -> str:
 def write_md(entries: List[Dict[str, Any]], path: Path) -> None:
     lines = ["# Any-style training benchmark (scripts/bench_styles.py)", "",
              "Train on the hash split of each style, score the held-out validation part. "
-             "CPU s = the captcha-train process's user + system time (all threads); the 2-core "
-             "machine was shared, so wall time mostly measures the other jobs (load column).", "",
+             "train CPU s = CPU time of the training loop (all threads; the JSON also has the "
+             "whole process's); the 2-core machine was shared, so wall time mostly measures the "
+             "other jobs (load column).", "",
              "| date (UTC) | style | config | options | geometry | colour | load mean/max | "
              "train wall s | train CPU s | epochs (best) | stop | Keras seq acc % | Keras CER % | "
              "int8 seq acc % | int8 CER % |",
@@ -145,7 +153,7 @@ def write_md(entries: List[Dict[str, Any]], path: Path) -> None:
             f"| {e['date_utc']} | {e['style']} | {e['config']} | {e['options']} | "
             f"{e['geometry']} | {e['color']} | {e['train']['load_avg_1min']['mean']}/"
             f"{e['train']['load_avg_1min']['max']} | {e['train']['wall_seconds']:.0f} | "
-            f"{e['train']['cpu_seconds']:.0f} | {e['epochs_run']} ({e['best_epoch']}) | "
+            f"{e.get('train_cpu_seconds') or 0:.0f} | {e['epochs_run']} ({e['best_epoch']}) | "
             f"{e['stop_reason']} | {_pct(e['keras']['seq_acc'])} | {_pct(e['keras']['cer'])} | "
             f"{_pct(i8.get('seq_acc'))} | {_pct(i8.get('cer'))} |")
     tmp = path.with_suffix(".md.tmp")
@@ -171,6 +179,8 @@ def main(argv: Any = None) -> int:
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     p.add_argument("--runs", type=Path, default=RUNS, help="where run folders go (git-ignored)")
     p.add_argument("--note", default="", help="free text stored with each entry")
+    p.add_argument("--record", type=Path, metavar="RUN",
+                   help="record an existing run folder instead of training (one style)")
     p.add_argument("extra", nargs="*", help="extra captcha-train options (after --)")
     a = p.parse_args(argv)
     styles = [s.strip() for s in a.styles.split(",") if s.strip()]
@@ -184,8 +194,18 @@ def main(argv: Any = None) -> int:
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "styles.json"
+    if a.record is not None and len(styles) != 1:
+        print("bench_styles: error: --record needs exactly one --styles entry", file=sys.stderr)
+        return 2
     for style in styles:
-        entry = bench_one(style, a.config, list(a.extra), a)
+        if a.record is not None:  # a run trained elsewhere (e.g. by an older version)
+            m = json.loads((a.record / "metrics.json").read_text())
+            tr = {"exit_code": 0, "wall_seconds": m["train_seconds"],
+                  "cpu_seconds": m.get("train_cpu_seconds"),
+                  "load_avg_1min": {"mean": None, "max": None}}
+            entry = describe(a.record, style, a.config, a.note or "recorded run", tr, a)
+        else:
+            entry = bench_one(style, a.config, list(a.extra), a)
         entries = json.loads(out.read_text()) if out.exists() else []
         entries.append(entry)
         tmp = out.with_suffix(".json.tmp")

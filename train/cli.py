@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(200x50 images with 5-character labels give 200x50)")
     g.add_argument("--color", choices=("auto", "L", "RGB"), default="auto",
                    help="model input colour: L (grey), RGB, or auto (default): RGB when at least "
-                        f"{D.COLOR_INK_SHARE:.0%} of the ink (pixels unlike the background) is "
+                        f"{round(100 * D.COLOR_INK_SHARE)}%% of the ink (pixels unlike the background) is "
                         "coloured in the median image")
     g.add_argument("--case", choices=D.CASE_MODES, default="keep",
                    help="fold: lower-case every label (sites that ignore case); keep (default)")
