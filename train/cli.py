@@ -39,6 +39,8 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 
 #: Conv layers per block for new runs (ModelConfig's own default (1, 1, 1) is the old graph).
 DEFAULT_CONVS = "1,1,1"
+#: Augmentation starts once the model reads this share of the validation captchas.
+DEFAULT_AUGMENT_FROM = 0.5
 #: Default time budget of a run, in minutes.
 DEFAULT_MAX_MINUTES = 30.0
 
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override augmentation ranges, e.g. 'rotate=5,noise=0' "
                         f"(keys: {', '.join(AugmentConfig().to_dict())})")
     g.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+    g.add_argument("--augment-from", type=float, default=DEFAULT_AUGMENT_FROM, metavar="ACC",
+                   help="start augmenting once the validation sequence accuracy reaches ACC "
+                        f"(default {DEFAULT_AUGMENT_FROM:g}; 0 = from the first step)")
     g.add_argument("--resume", action="store_true",
                    help="continue from RUN/checkpoint (same options as the first run)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder's model")
@@ -157,6 +162,7 @@ def _check_args(a: argparse.Namespace) -> None:
         (a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
         (a.patience >= 0, f"--patience must be >= 0; got {a.patience}"),
         (a.max_minutes >= 0, f"--max-minutes must be >= 0; got {a.max_minutes}"),
+        (0 <= a.augment_from <= 1, f"--augment-from must be in [0, 1]; got {a.augment_from}"),
         (a.threads >= 0, f"--threads must be >= 0; got {a.threads}"),
         (0 < a.val_fraction < 1, f"--val-fraction must be in (0, 1); got {a.val_fraction}"),
         (not (a.no_augment and a.augment), "--augment and --no-augment exclude each other"),
@@ -388,7 +394,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         opts = Options(out=a.out, epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.lr,
                        warmup_epochs=a.warmup_epochs, patience=a.patience, seed=a.seed,
-                       augment=augment, resume=a.resume, threads=a.threads,
+                       augment=augment, augment_from=a.augment_from, resume=a.resume,
+                       threads=a.threads,
                        max_minutes=a.max_minutes, budget_clock=a.budget_clock,
                        mixed_precision=a.mixed_precision,
                        verbose=0 if a.quiet else 1)
