@@ -305,3 +305,22 @@ def test_init_from_with_a_new_charset(tmp_path):
     assert meta_b["charset"] == "9abz"
     assert meta_b["init_from"].endswith("model.keras")
     assert meta_b["preprocess"] == meta_a["preprocess"]
+
+
+@pytest.mark.tf
+def test_augmentation_gate_holds_until_switched_on():
+    tf = pytest.importorskip("tensorflow")
+    from captcha_edge.train.augment import AugmentConfig
+    from captcha_edge.train.fit import make_dataset
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 64, 3)).astype(np.uint8)
+    targets = np.zeros((8, 3), np.int32)
+    gate = tf.Variable(0.0, trainable=False)
+    ds = make_dataset(images, targets, 8, 0, AugmentConfig(), gate)
+    x, _ = next(iter(ds))
+    assert sorted(map(tuple, x.numpy().reshape(-1, 3 * 32 * 64))) == \
+        sorted(map(tuple, images.astype(np.float32).reshape(-1, 3 * 32 * 64)))  # untouched
+    gate.assign(1.0)
+    x, _ = next(iter(ds))
+    assert x.shape == (8, 32, 64, 3)
+    assert not np.isin(x.numpy().reshape(8, -1)[:, :50], images.reshape(8, -1)[:, :50]).all()
