@@ -151,7 +151,8 @@ def _resolve(run: Run, names: Sequence[str], data_dir: Optional[Path],
         try:
             found = D.find_samples(folder, labels_file=labels_file,
                                    label_pattern=data.get("label_pattern"),
-                                   recursive=bool(data.get("recursive")))
+                                   recursive=bool(data.get("recursive")),
+                                   case=str(data.get("case") or "keep"))
         except D.TrainDataError as exc:
             raise ExportError(f"{what} images: {exc}") from None
         by_name.update({s.name: (s.label, s.path) for s in found})

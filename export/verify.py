@@ -154,7 +154,8 @@ def run_model(flatbuffer: bytes, images: np.ndarray, *, num_threads: int = 1,
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        it.set_tensor(i["index"], chunk[..., None].astype(i["dtype"]))
+        chunk = chunk if chunk.ndim == 4 else chunk[..., None]  # grey gets its channel axis
+        it.set_tensor(i["index"], chunk.astype(i["dtype"]))
         t0 = time.perf_counter()
         if reset:
             it.reset_all_variables()

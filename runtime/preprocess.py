@@ -28,7 +28,7 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO, Image.I
 DEFAULT_RECIPE: dict[str, Any] = {
     "height": 50,
     "width": 200,
-    "color": "L",  # 8-bit grayscale
+    "color": "L",  # "L": 8-bit grayscale, (H, W) arrays; "RGB": (H, W, 3) arrays
     "resize": "stretch",  # or "pad": keep aspect ratio, pad right/bottom with background
     "resample": "bilinear",
     "background": 255,  # transparent pixels are composited on white, padding is white
@@ -54,8 +54,8 @@ def make_recipe(**overrides: Any) -> dict[str, Any]:
         raise ValueError(f"resize must be 'stretch' or 'pad'; got {recipe['resize']!r}")
     if recipe["resample"] not in _RESAMPLE:
         raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}; got {recipe['resample']!r}")
-    if recipe["color"] != "L":
-        raise ValueError(f"color must be 'L' (grayscale); got {recipe['color']!r}")
+    if recipe["color"] not in ("L", "RGB"):
+        raise ValueError(f"color must be 'L' (grayscale) or 'RGB'; got {recipe['color']!r}")
     for key in ("height", "width"):
         if not isinstance(recipe[key], int) or recipe[key] < 8:
             raise ValueError(f"{key} must be an int >= 8; got {recipe[key]!r}")
@@ -210,12 +210,8 @@ def to_gray(img: Image.Image, background: int = 255, *, name: str = "image") -> 
         return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
     if mode == "La":  # premultiplied alpha: Pillow converts it only to LA
         img, mode = img.convert("LA"), "LA"
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "PA") \
-        or (mode in ("P", "L", "RGB") and "transparency" in img.info)
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (background, background, background, 255))
-        return Image.alpha_composite(bg, rgba).convert("L")
+    if _has_alpha(img, mode):
+        return _composite(img, background).convert("L")
     if mode == "L":
         return img
     if mode == "1":
@@ -223,10 +219,47 @@ def to_gray(img: Image.Image, background: int = 255, *, name: str = "image") -> 
     return img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV, P, RGB, RGBX
 
 
-def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np.ndarray:
-    """Load ``src`` and apply ``recipe``: a uint8 array of shape (height, width), raw grey levels.
+def _has_alpha(img: Image.Image, mode: str) -> bool:
+    return mode in ("RGBA", "RGBa", "LA", "PA") \
+        or (mode in ("P", "L", "RGB") and "transparency" in img.info)
 
-    This is the model input (before the batch and channel axes); models scale it themselves.
+
+def _composite(img: Image.Image, background: int) -> Image.Image:
+    """RGBA over a grey ``background``: what a browser shows on a page of that colour."""
+    rgba = img.convert("RGBA")
+    bg = Image.new("RGBA", rgba.size, (background, background, background, 255))
+    return Image.alpha_composite(bg, rgba)
+
+
+def to_rgb(img: Image.Image, background: int = 255, *, name: str = "image") -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on ``background``.
+
+    Grey-only modes (16-bit, float, 1-bit, L, La) go through :func:`to_gray` first, so an RGB
+    model reads them as the grey picture with three equal channels.
+
+    Raises:
+        ImageError: a float (mode ``F``) image holds NaN or infinite values.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "1", "L", "La") \
+            and "transparency" not in img.info:
+        return to_gray(img, background, name=name).convert("RGB")
+    if _has_alpha(img, mode):
+        return _composite(img, background).convert("RGB")
+    return img.convert("RGB")
+
+
+def channels(recipe: Mapping[str, Any]) -> int:
+    """Channels of the model input: 1 for ``color`` "L" (also when the key is absent), 3 for RGB."""
+    return 3 if recipe.get("color", "L") == "RGB" else 1
+
+
+def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np.ndarray:
+    """Load ``src`` and apply ``recipe``: uint8 raw pixels, shape (height, width) for ``color``
+    "L" or (height, width, 3) for "RGB".
+
+    This is the model input (before the batch and, for grey, the channel axis); models scale it
+    themselves.
 
     Raises:
         ImageError: the image cannot be read or converted (see :func:`load_image`).
@@ -243,14 +276,16 @@ def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np
 
 
 def _apply(img: Image.Image, recipe: Mapping[str, Any], name: str) -> np.ndarray:
-    """Grayscale, then stretch or pad to the recipe's size."""
-    img = to_gray(img, int(recipe["background"]), name=name)
+    """Grey or RGB, then stretch or pad to the recipe's size."""
+    rgb = recipe.get("color", "L") == "RGB"
+    bg = int(recipe["background"])
+    img = (to_rgb if rgb else to_gray)(img, bg, name=name)
     h, w = int(recipe["height"]), int(recipe["width"])
     resample = _RESAMPLE[recipe["resample"]]
     if recipe["resize"] == "pad":
         scale = min(w / img.width, h / img.height)
         nw, nh = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-        canvas = Image.new("L", (w, h), int(recipe["background"]))
+        canvas = Image.new(img.mode, (w, h), (bg,) * 3 if rgb else bg)
         canvas.paste(img.resize((nw, nh), resample), (0, 0))
         img = canvas
     elif img.size != (w, h):

@@ -24,7 +24,7 @@ from . import decoder as _decoder
 from . import metadata as _metadata
 from ._backend import backend_version, get_interpreter_class
 from .errors import ModelFormatError
-from .preprocess import ImageSource, to_array
+from .preprocess import ImageSource, channels, to_array
 
 #: The model shipped inside the package (trained and exported by scripts/make_default_model.sh).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default_int8.tflite"
@@ -184,9 +184,11 @@ class Recognizer:
                                    f"{len(ins)} and {len(outs)}")
         i, o = ins[0], outs[0]
         h, w = self.input_size
-        if tuple(int(d) for d in i["shape"]) not in ((1, h, w, 1), (1, h, w)):
+        ok_shapes = ((1, h, w, 3),) if channels(self.recipe) == 3 else ((1, h, w, 1), (1, h, w))
+        if tuple(int(d) for d in i["shape"]) not in ok_shapes:
             raise ModelFormatError(f"{name}: input tensor shape {list(i['shape'])} does not "
-                                   f"match the metadata's {h}x{w} preprocessing")
+                                   f"match the metadata's {h}x{w} {self.recipe['color']} "
+                                   "preprocessing")
         oshape = tuple(int(d) for d in o["shape"])
         if len(oshape) != 3 or oshape[0] != 1 or oshape[2] != len(self.charset) + 1:
             raise ModelFormatError(f"{name}: output shape {list(oshape)} does not match a "
@@ -237,7 +239,8 @@ class Recognizer:
     # -- pipeline stages ----------------------------------------------------------------------
 
     def preprocess(self, image: ImageSource) -> np.ndarray:
-        """Image -> uint8 (height, width) raw grey levels, exactly as in training."""
+        """Image -> uint8 (height, width) raw grey levels (or (height, width, 3) for an RGB
+        model), exactly as in training."""
         return to_array(image, self.recipe)
 
     def infer(self, array: np.ndarray) -> np.ndarray:

@@ -177,7 +177,8 @@ def test_help_states_the_frames_the_defaults_give(capsys: pytest.CaptureFixture)
     from captcha_edge.train.model import ModelConfig
 
     actions = {a.dest: a for a in build_parser()._actions}
-    width, pool = actions["width"].default, actions["time_pool"].default
+    pool = actions["time_pool"].default
+    width = 200 if actions["width"].default == "auto" else actions["width"].default  # v2's size
     assert "frames = width / --time-pool" in actions["width"].help
     assert "width/4" not in actions["width"].help
     frames = ModelConfig(num_classes=2, width=width, time_pool=pool).time_steps

@@ -1,6 +1,6 @@
 """On-the-fly augmentation for training batches only (TensorFlow ops, run inside tf.data).
 
-It works on the raw 0..255 grey levels that :func:`captcha_edge.preprocess.to_array` produced,
+It works on the raw 0..255 pixels (grey or RGB, any channel count) that :func:`captcha_edge.preprocess.to_array` produced,
 after preprocessing, so validation and the runtime see untouched preprocessed pixels.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def parse_augment(text: str) -> AugmentConfig:
 
 
 def augment_batch(images: Any, cfg: AugmentConfig) -> Any:
-    """Randomly distort a float32 batch ``(N, H, W, 1)`` of 0..255 pixels; same shape back."""
+    """Randomly distort a float32 batch ``(N, H, W, C)`` of 0..255 pixels; same shape back."""
     import tensorflow as tf
 
     shape = tf.shape(images)
@@ -80,7 +80,9 @@ def augment_batch(images: Any, cfg: AugmentConfig) -> Any:
     if cfg.blur > 0:
         k = tf.constant([1.0, 2.0, 1.0])
         k2 = tf.tensordot(k, k, axes=0) / 16.0
-        blurred = tf.nn.conv2d(x, tf.reshape(k2, [3, 3, 1, 1]), strides=1, padding="SAME")
+        ch = int(images.shape[-1])  # static: 1 (grey) or 3 (RGB)
+        kernel = tf.tile(tf.reshape(k2, [3, 3, 1, 1]), [1, 1, ch, 1])
+        blurred = tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="SAME")
         pick = tf.random.uniform([n, 1, 1, 1]) < cfg.blur
         x = tf.where(pick, blurred, x)
     if cfg.contrast > 0:

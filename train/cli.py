@@ -37,6 +37,27 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 """
 
 
+#: Conv layers per block for new runs (ModelConfig's own default (1, 1, 1) is the old graph).
+DEFAULT_CONVS = "1,1,1"
+#: Augmentation starts once the model reads this share of the validation captchas.
+DEFAULT_AUGMENT_FROM = 0.5
+#: Default time budget of a run, in minutes.
+DEFAULT_MAX_MINUTES = 30.0
+
+
+def _auto_int(flag: str) -> Any:
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer or 'auto'; got {text!r}") \
+                from None
+    parse.__name__ = flag  # argparse names the type in its error message
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="captcha-train", description=__doc__.splitlines()[0].split(": ", 1)[1],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,10 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of files held out for validation, by file-name hash (default 0.2)")
     g.add_argument("--split-salt", default="", help="string mixed into the split hash")
     g = p.add_argument_group("input and model")
-    g.add_argument("--height", type=int, default=50, help="model input height (default 50)")
-    g.add_argument("--width", type=int, default=200,
-                   help="model input width, a multiple of --time-pool (default 200; "
-                        "frames = width / --time-pool)")
+    g.add_argument("--height", type=_auto_int("--height"), default="auto",
+                   help="model input height, or auto (default): the median image height within "
+                        f"{D.AUTO_HEIGHT[0]}..{D.AUTO_HEIGHT[1]}, raised with the width to keep "
+                        "the aspect ratio")
+    g.add_argument("--width", type=_auto_int("--width"), default="auto",
+                   help="model input width (a multiple of --time-pool; frames = width / "
+                        "--time-pool), or auto (default): "
+                        "height x median aspect ratio, at least "
+                        f"{D.FRAMES_PER_CHAR} frames per character of the longest label "
+                        "(200x50 images with 5-character labels give 200x50)")
+    g.add_argument("--color", choices=("auto", "L", "RGB"), default="auto",
+                   help="model input colour: L (grey), RGB, or auto (default): RGB when at least "
+                        f"{round(100 * D.COLOR_INK_SHARE)}%% of the ink (pixels unlike the background) is "
+                        "coloured in the median image")
+    g.add_argument("--case", choices=D.CASE_MODES, default="keep",
+                   help="fold: lower-case every label (sites that ignore case); keep (default)")
     g.add_argument("--resize", choices=("stretch", "pad"), default="stretch",
                    help="stretch to the input size, or keep the aspect ratio and pad (mixed widths)")
     g.add_argument("--resample", default="bilinear",
@@ -71,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--filters", metavar="A,B,C", help="override the preset's conv filters")
     g.add_argument("--dense", type=int, default=0, help="override the preset's dense units")
     g.add_argument("--rnn", type=int, default=0, help="override the preset's LSTM units")
+    g.add_argument("--convs", metavar="A,B,C", default=DEFAULT_CONVS,
+                   help=f"conv layers (Conv2D+BatchNorm+ReLU) in each of the 3 blocks "
+                        f"(default {DEFAULT_CONVS})")
+    g.add_argument("--init-from", type=Path, metavar="RUN_OR_MODEL",
+                   help="warm start from an earlier run folder (or its model.keras): same "
+                        "geometry, colour and architecture; a new charset replaces the output "
+                        "layer's rows for new symbols")
     g.add_argument("--time-pool", type=int, choices=(4, 8), default=8,
                    help="frames = width / this (default 8: 25 frames at width 200, labels up to "
                         "12 characters; 4 doubles the frames for longer labels)")
@@ -85,13 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear warm-up before the cosine decay (default 2)")
     g.add_argument("--patience", type=int, default=15,
                    help="stop after this many epochs without a better validation score; 0 = never")
-    g.add_argument("--max-minutes", type=float, default=0.0,
-                   help="stop after this much training time (default: no limit)")
+    g.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
+                   help="time budget: the learning-rate decay is paced to end when it is spent, "
+                        "and the run stops there with the best model "
+                        f"(default {DEFAULT_MAX_MINUTES:g}; 0 = only --epochs bounds the run)")
+    g.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                   help="what --max-minutes counts: wall time (default) or this process's CPU "
+                        "time (all threads; reproducible on a shared machine)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--augment", default="", metavar="K=V,...",
                    help="override augmentation ranges, e.g. 'rotate=5,noise=0' "
                         f"(keys: {', '.join(AugmentConfig().to_dict())})")
     g.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+    g.add_argument("--augment-from", type=float, default=DEFAULT_AUGMENT_FROM, metavar="ACC",
+                   help="start augmenting once the validation sequence accuracy reaches ACC "
+                        f"(default {DEFAULT_AUGMENT_FROM:g}; 0 = from the first step)")
     g.add_argument("--resume", action="store_true",
                    help="continue from RUN/checkpoint (same options as the first run)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder's model")
@@ -115,6 +163,7 @@ def _check_args(a: argparse.Namespace) -> None:
         (a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
         (a.patience >= 0, f"--patience must be >= 0; got {a.patience}"),
         (a.max_minutes >= 0, f"--max-minutes must be >= 0; got {a.max_minutes}"),
+        (0 <= a.augment_from <= 1, f"--augment-from must be in [0, 1]; got {a.augment_from}"),
         (a.threads >= 0, f"--threads must be >= 0; got {a.threads}"),
         (0 < a.val_fraction < 1, f"--val-fraction must be in (0, 1); got {a.val_fraction}"),
         (not (a.no_augment and a.augment), "--augment and --no-augment exclude each other"),
@@ -135,6 +184,85 @@ def _log(quiet: bool, *msg: Any) -> None:
         print(*msg, flush=True)
 
 
+def _read_init_from(path: Path) -> Any:
+    """``--init-from``: a run folder or its model.keras -> :class:`fit.WarmStart` and recipe."""
+    import json
+
+    from .fit import WarmStart
+
+    run = path if path.is_dir() else path.parent
+    weights = run / "model.keras" if path.is_dir() else path
+    meta_file = run / "model.json"
+    if not weights.is_file():
+        raise D.TrainDataError(f"--init-from {path}: no model.keras there (give a run folder of "
+                               "captcha-train or its model.keras)")
+    if not meta_file.is_file():
+        raise D.TrainDataError(f"--init-from {path}: no model.json beside {weights.name}; the "
+                               "charset and model config come from it")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        start = WarmStart(weights=weights, charset=str(meta["charset"]),
+                          model_config=ModelConfig.from_dict(meta["model_config"]))
+        recipe = dict(meta["preprocess"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise D.TrainDataError(f"--init-from {meta_file}: unreadable run metadata ({exc})") \
+            from None
+    return start, recipe
+
+
+def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
+                  time_pool: int, init_recipe: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Height, width and colour: explicit flags win, then --init-from's, then the data's."""
+    reasons: Dict[str, str] = {}
+    choice: Dict[str, Any] = {}
+    if init_recipe is not None:
+        for key in ("height", "width", "color"):
+            given = getattr(a, key)
+            source = init_recipe.get(key, "L" if key == "color" else None)
+            if given != "auto" and given != source:
+                raise D.TrainDataError(f"--{key} {given} differs from the --init-from model's "
+                                       f"{source}; a warm start keeps the geometry (drop --{key})")
+            choice[key] = source
+            reasons[key] = "from --init-from"
+        return {**choice, "reasons": reasons, "stats": {}}
+    stats: Dict[str, Any] = {}
+    if "auto" in (a.height, a.width):
+        sizes = D.image_sizes(real)
+        if sizes:
+            h, w, why = D.choose_geometry(sizes, max_len, time_pool)
+            stats["probed_sizes"] = len(sizes)
+        else:  # synthetic only: the classic 200x50, widened for long labels
+            w = max(200, time_pool * D.FRAMES_PER_CHAR * max_len)
+            h, why = 50, f"{w}x50: no real images (synthetic only)"
+        if a.height == "auto" and a.width == "auto":
+            choice["height"], choice["width"] = h, w
+            reasons["geometry"] = why
+        elif a.height == "auto":  # width given: keep the data's aspect ratio
+            choice["width"] = a.width
+            choice["height"] = int(round(min(max(a.width * h / w, 16), 4 * D.AUTO_HEIGHT[1])))
+            reasons["geometry"] = f"height {choice['height']} from --width {a.width} and {why}"
+        else:
+            choice["height"] = a.height
+            wid = max(time_pool * 2, int(round(a.height * w / h / time_pool)) * time_pool)
+            choice["width"] = wid
+            reasons["geometry"] = f"width {wid} from --height {a.height} and {why}"
+    else:
+        choice["height"], choice["width"] = a.height, a.width
+        reasons["geometry"] = f"{a.width}x{a.height}: given"
+    if a.color == "auto":
+        if any(s.path is not None for s in real):
+            color, why, share = D.choose_color(real)
+            stats["colored_ink_share"] = round(share, 4)
+        else:
+            color, why = "L", "no real images (synthetic only): grey"
+        choice["color"] = color
+        reasons["color"] = f"{color}: {why}"
+    else:
+        choice["color"] = a.color
+        reasons["color"] = f"{a.color}: given"
+    return {**choice, "reasons": reasons, "stats": stats}
+
+
 def prepare(a: argparse.Namespace) -> Any:
     """Find, check, split and load the data; return a :class:`fit.Prepared` (no TensorFlow)."""
     from ..preprocess import make_recipe
@@ -145,26 +273,46 @@ def prepare(a: argparse.Namespace) -> Any:
     except ValueError:
         raise D.TrainDataError(f"--filters must be three ints like 16,32,48; got {a.filters!r}") \
             from None
-    arch = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
-            "time_pool": a.time_pool}
     try:
-        recipe = make_recipe(height=a.height, width=a.width, resize=a.resize,
-                             resample=a.resample)
-        cfg_probe = ModelConfig(num_classes=2, height=a.height, width=a.width, **arch)
-    except ValueError as exc:
-        raise D.TrainDataError(f"model options (--height/--width/--filters/...): {exc}") from None
+        convs = tuple(int(c) for c in a.convs.split(","))
+    except ValueError:
+        raise D.TrainDataError(f"--convs must be three ints like 1,2,2; got {a.convs!r}") from None
+    arch: Dict[str, Any] = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
+                            "time_pool": a.time_pool, "convs": convs}
+    init, init_recipe = _read_init_from(a.init_from) if a.init_from is not None else (None, None)
+    if init is not None:
+        # The warm start fixes the graph: take the earlier run's architecture and recipe.
+        src = init.model_config.to_dict()
+        arch = {k: src[k] for k in ("size", "filters", "dense", "rnn", "time_pool")}
+        arch["filters"] = tuple(arch["filters"])
+        arch["convs"] = tuple(src.get("convs", (1, 1, 1)))
+        arch["dropout"] = src.get("dropout", 0.2)
     lengths = D.parse_length_range(a.synthetic_length)
     charset = D.check_charset(a.charset) if a.charset is not None else None
 
     real = D.find_samples(a.data_dir, labels_file=a.labels, label_pattern=a.label_pattern,
-                          recursive=a.recursive)
+                          recursive=a.recursive, case=a.case)
     if charset is None:
         charset = D.infer_charset([s.label for s in real]) if real \
             else D.DEFAULT_SYNTHETIC_CHARSET
     syn_seed = a.seed if a.synthetic_seed is None else a.synthetic_seed
     synthetic = D.synthetic_samples(a.synthetic, charset, lengths, syn_seed) if a.synthetic else []
     everything = real + synthetic
+    longest = max((len(s.label) for s in everything), default=1)
+    chosen = _choose_input(a, real, longest, int(arch["time_pool"]), init_recipe)
+    height, width, color = chosen["height"], chosen["width"], chosen["color"]
+    try:
+        recipe = make_recipe(height=height, width=width, resize=a.resize,
+                             resample=a.resample, color=color)
+        if init_recipe is not None:  # same pixels as the run it starts from
+            recipe = make_recipe(**{k: v for k, v in init_recipe.items() if k in recipe})
+        cfg_probe = ModelConfig(num_classes=2, height=height, width=width,
+                                channels=3 if color == "RGB" else 1, **arch)
+    except ValueError as exc:
+        raise D.TrainDataError(f"model options (--height/--width/--filters/...): {exc}") from None
     max_len = D.check_labels(everything, charset, cfg_probe.time_steps)
+    for key, why in chosen["reasons"].items():
+        _log(a.quiet, f"input {key}: {why}")
 
     t0 = time.monotonic()
     bars = not a.quiet and sys.stderr.isatty()
@@ -192,7 +340,8 @@ def prepare(a: argparse.Namespace) -> Any:
     index = {s.name: i for i, s in enumerate(samples)}
     tr_idx = [index[s.name] for s in train_s]
     va_idx = [index[s.name] for s in val_s]
-    cfg = ModelConfig(num_classes=len(charset) + 1, height=a.height, width=a.width, **arch)
+    cfg = ModelConfig(num_classes=len(charset) + 1, height=height, width=width,
+                      channels=cfg_probe.channels, **arch)
 
     summary = {
         "sources": ([str(a.data_dir)] if a.data_dir else []) + ([str(a.labels)] if a.labels else [])
@@ -204,6 +353,7 @@ def prepare(a: argparse.Namespace) -> Any:
         "unreadable": [n for n, _ in loaded.unreadable],
         "label_pattern": a.label_pattern,
         "recursive": bool(a.recursive),
+        "case": a.case,
     }
     lens = summary["all"]["label_lengths"]
     _log(a.quiet, f"data: {len(samples)} images ({len(loaded.samples)} real, {len(syn.samples)} "
@@ -215,13 +365,17 @@ def prepare(a: argparse.Namespace) -> Any:
         "data": summary,
         "split": {"method": "sha256(salt + name) < val_fraction", "val_fraction": a.val_fraction,
                   "salt": a.split_salt},
+        # Keys added for any-style training (issue 11); readers treat them as optional.
+        "input_choice": {"height": height, "width": width, "color": color,
+                         "reasons": chosen["reasons"], **chosen["stats"]},
+        "init_from": str(init.weights) if init is not None else None,
     }
     return Prepared(
         charset=charset, recipe=recipe, model_config=cfg, max_label_length=max_len,
         train_images=images[tr_idx], train_labels=[s.label for s in train_s],
         train_names=[s.name for s in train_s],
         val_images=images[va_idx], val_labels=[s.label for s in val_s],
-        val_names=[s.name for s in val_s], meta=meta)
+        val_names=[s.name for s in val_s], meta=meta, init_from=init)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -241,8 +395,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         opts = Options(out=a.out, epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.lr,
                        warmup_epochs=a.warmup_epochs, patience=a.patience, seed=a.seed,
-                       augment=augment, resume=a.resume, threads=a.threads,
-                       max_minutes=a.max_minutes, mixed_precision=a.mixed_precision,
+                       augment=augment, augment_from=a.augment_from, resume=a.resume,
+                       threads=a.threads,
+                       max_minutes=a.max_minutes, budget_clock=a.budget_clock,
+                       mixed_precision=a.mixed_precision,
                        verbose=0 if a.quiet else 1)
         a.out.mkdir(parents=True, exist_ok=True)
         metrics, code = train(prepared, opts)

@@ -25,6 +25,9 @@ from ..preprocess import to_array
 #: More than this share of unreadable files stops the run: the folder is probably wrong.
 MAX_UNREADABLE = 0.05
 
+#: ``--case`` values: keep labels as written, or lower-case them (case-insensitive sites).
+CASE_MODES = ("keep", "fold")
+
 #: Charset used by ``--synthetic`` when neither ``--charset`` nor real labels give one.
 DEFAULT_SYNTHETIC_CHARSET = string.digits + string.ascii_lowercase
 
@@ -109,13 +112,27 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
 
 
 def find_samples(data_dir: Optional[Path], *, labels_file: Optional[Path] = None,
-                 label_pattern: Optional[str] = None, recursive: bool = False) -> List[Sample]:
+                 label_pattern: Optional[str] = None, recursive: bool = False,
+                 case: str = "keep") -> List[Sample]:
     """List the labelled images of a folder (label = stem, or ``label_pattern``) or labels file.
+
+    ``case="fold"`` lower-cases every label (sites whose captchas ignore case); ``"keep"``
+    leaves them as written.
 
     Raises:
         TrainDataError: missing folder, no images, a name the pattern does not match, duplicate
             rows in the labels file.
     """
+    if case not in CASE_MODES:
+        raise TrainDataError(f"--case must be one of {', '.join(CASE_MODES)}; got {case!r}")
+    found = _find_samples(data_dir, labels_file, label_pattern, recursive)
+    if case == "fold":
+        found = [Sample(x.name, x.label.lower(), x.path, x.seed) for x in found]
+    return found
+
+
+def _find_samples(data_dir: Optional[Path], labels_file: Optional[Path],
+                  label_pattern: Optional[str], recursive: bool) -> List[Sample]:
     if labels_file is not None:
         if not labels_file.is_file():
             raise TrainDataError(f"--labels {labels_file}: no such file")
@@ -367,3 +384,134 @@ def summarize(samples: Sequence[Sample], charset: str) -> Dict[str, Any]:
         "label_lengths": {str(k): v for k, v in sorted(lengths.items())},
         "char_counts": chars,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Input geometry and colour from the data (``--height/--width/--color auto``)
+
+#: Frames the model should emit per label character: v2 (5 characters, 200 px, 25 frames) has
+#: exactly this, and CTC needs at least 2 per character for repeated letters plus the blank.
+FRAMES_PER_CHAR = 5
+#: The auto height stays within these bounds (the conv stack pools the height by 8).
+AUTO_HEIGHT = (32, 64)
+AUTO_MAX_WIDTH = 640
+#: A pixel is "ink" when a channel differs from the image's median colour by more than this.
+INK_DELTA = 48
+#: An ink pixel is "coloured" when its max - min channel (chroma) reaches this.
+CHROMA_MIN = 40
+#: RGB is chosen when, in the median image, at least this share of the ink is coloured.
+COLOR_INK_SHARE = 0.10
+#: Images looked at for the choice (evenly spaced over the sorted names; deterministic).
+PROBE_IMAGES = 300
+
+
+@dataclass(frozen=True)
+class InputChoice:
+    """Chosen model input (``height``, ``width``, ``color``) and a one-line reason for each."""
+
+    height: int
+    width: int
+    color: str
+    reasons: Tuple[str, ...]
+    stats: Dict[str, Any]
+
+
+def _probe(samples: Sequence[Sample], limit: int = PROBE_IMAGES) -> List[Sample]:
+    real = [s for s in samples if s.path is not None]
+    if len(real) <= limit:
+        return real
+    step = len(real) / limit
+    return [real[int(i * step)] for i in range(limit)]
+
+
+def image_sizes(samples: Sequence[Sample]) -> List[Tuple[int, int]]:
+    """(width, height) of the probed images, read from the headers only; unreadable ones skipped."""
+    from PIL import Image
+
+    out = []
+    for s in _probe(samples):
+        try:
+            with Image.open(s.path) as im:  # type: ignore[arg-type]
+                out.append(im.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return out
+
+
+def colored_ink_share(img: Any) -> float:
+    """Share of an image's ink (pixels unlike its median colour) that is coloured, in [0, 1].
+
+    Grey captchas give 0; text and lines in several hues give a large share, which grey would
+    merge by luminance.
+    """
+    from ..preprocess import to_rgb
+
+    a = np.asarray(to_rgb(img), np.int16).reshape(-1, 3)
+    ink = np.abs(a - np.median(a, axis=0)).max(axis=1) > INK_DELTA
+    if not ink.any():
+        return 0.0
+    chroma = a[ink].max(axis=1) - a[ink].min(axis=1)
+    return float(np.mean(chroma >= CHROMA_MIN))
+
+
+def choose_color(samples: Sequence[Sample]) -> Tuple[str, str, float]:
+    """``("L" | "RGB", reason, median coloured-ink share)`` for the probed real images.
+
+    Rule: RGB when at least :data:`COLOR_INK_SHARE` of the ink is coloured in the median image
+    (colour then tells apart strokes that grey would render alike: coloured letters over black
+    dashes, coloured lines over dark digits); grey otherwise, which keeps the model smaller and
+    identical to grey-only styles.
+    """
+    from ..preprocess import load_image
+
+    shares = []
+    for s in _probe(samples, min(PROBE_IMAGES, 200)):
+        try:
+            shares.append(colored_ink_share(load_image(s.path)))  # type: ignore[arg-type]
+        except (ImageError, OSError):
+            continue
+    if not shares:
+        return "L", "no real images to look at: grey", 0.0
+    share = float(np.median(shares))
+    if share >= COLOR_INK_SHARE:
+        return "RGB", (f"{share:.0%} of the ink is coloured (median of {len(shares)} images; "
+                       f"RGB from {COLOR_INK_SHARE:.0%}): colour separates strokes"), share
+    return "L", (f"{share:.0%} of the ink is coloured (median of {len(shares)} images; RGB from "
+                 f"{COLOR_INK_SHARE:.0%}): grey loses nothing"), share
+
+
+def choose_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int,
+                    time_pool: int = 8) -> Tuple[int, int, str]:
+    """``(height, width, reason)`` from the images' ``(width, height)`` sizes.
+
+    Rule: height = median image height within :data:`AUTO_HEIGHT`; width = height x median
+    aspect ratio, rounded to ``time_pool``. When that gives fewer than
+    :data:`FRAMES_PER_CHAR` frames per character of the longest label, the width grows to give
+    them, and the height grows with it (keeping the aspect ratio) up to the height limit.
+    The v2 style (200x50, 5 characters) comes out as 200x50.
+    """
+    if not sizes:
+        raise ValueError("sizes is empty: no readable image to choose the input size from")
+    if max_label_length < 1 or time_pool < 1:
+        raise ValueError(f"max_label_length and time_pool must be >= 1; got {max_label_length}, "
+                         f"{time_pool}")
+    lo, hi = AUTO_HEIGHT
+    med_h = float(np.median([h for _, h in sizes]))
+    aspect = float(np.median([w / h for w, h in sizes]))
+    height = int(round(min(max(med_h, lo), hi)))
+
+    def fit(v: float) -> int:
+        return max(time_pool * 2, int(round(v / time_pool)) * time_pool)
+
+    width = fit(height * aspect)
+    need = time_pool * FRAMES_PER_CHAR * max_label_length
+    why = (f"median image {int(round(med_h * aspect))}x{med_h:g} (aspect {aspect:.2f}); "
+           f"height {height}")
+    if width < need:
+        width = fit(need)
+        height = int(round(min(max(width / aspect, height), hi)))
+        why += (f", width raised to {width} for {FRAMES_PER_CHAR} frames per character of "
+                f"{max_label_length}-character labels (height {height} keeps the aspect "
+                f"{'ratio' if abs(width / height - aspect) < 0.05 * aspect else 'ratio as far as the height limit allows'})")
+    width = min(width, AUTO_MAX_WIDTH)
+    return height, width, f"{width}x{height}: {why}"

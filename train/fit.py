@@ -41,6 +41,16 @@ class Prepared:
     val_labels: List[str]
     val_names: List[str]
     meta: Dict[str, Any] = field(default_factory=dict)  # data summary, split, sources
+    init_from: Optional["WarmStart"] = None  # --init-from: weights to start from
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A trained model to start from (``--init-from``): its weights file, charset and config."""
+
+    weights: Path  # model.keras of the earlier run
+    charset: str
+    model_config: ModelConfig
 
 
 @dataclass
@@ -55,11 +65,51 @@ class Options:
     patience: int = 15
     seed: int = 0
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
+    augment_from: float = 0.0  # augmentation starts once val sequence accuracy reaches this
     resume: bool = False
     threads: int = 0
     max_minutes: float = 0.0
+    budget_clock: str = "wall"  # wall | cpu: what --max-minutes counts (cpu = process CPU time)
     mixed_precision: str = "auto"  # auto | on | off
     verbose: int = 1
+
+
+#: The warm-up never takes more than this share of the run (a short time budget still decays).
+WARMUP_MAX_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class BudgetSchedule:
+    """Learning rate as a function of progress through the run, step- or time-bound.
+
+    Progress ``p`` is the larger of ``step / total_steps`` (the ``--epochs`` bound) and
+    ``used_seconds / budget_seconds`` (``--max-minutes``), so the cosine reaches its floor exactly
+    when the run ends, whichever bound comes first; the run stops at ``p = 1``. A linear warm-up
+    from ``peak / 10`` lasts ``warmup_steps`` or :data:`WARMUP_MAX_SHARE` of the run, whichever
+    is shorter.
+    """
+
+    peak: float
+    total_steps: int
+    warmup_steps: int = 0
+    budget_seconds: float = 0.0  # 0 = no time bound
+    alpha: float = 0.02  # floor = alpha * peak
+
+    def progress(self, step: int, used_seconds: float) -> float:
+        p = step / max(1, self.total_steps)
+        if self.budget_seconds > 0:
+            p = max(p, used_seconds / self.budget_seconds)
+        return min(1.0, max(0.0, p))
+
+    def __call__(self, step: int, used_seconds: float) -> float:
+        import math
+
+        p = self.progress(step, used_seconds)
+        warm = 1.0
+        if self.warmup_steps > 0:
+            warm = min(1.0, max(step / self.warmup_steps, p / WARMUP_MAX_SHARE))
+        cosine = self.alpha + (1.0 - self.alpha) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return float(self.peak * (0.1 + 0.9 * warm) * cosine)
 
 
 def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple[Any, bool]:
@@ -100,7 +150,7 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
 
 
 def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
-                 augment: Optional[AugmentConfig]) -> Any:
+                 augment: Optional[AugmentConfig], gate: Any = None) -> Any:
     """Shuffled (each epoch, seeded) batches of (float32 (B,H,W,1) pixels, packed targets)."""
     import tensorflow as tf
 
@@ -108,10 +158,17 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed:
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
 
+    grey = images.ndim == 3  # (N, H, W) grey gets a channel axis; RGB is (N, H, W, 3)
+
     def to_input(x: Any, y: Any) -> Tuple[Any, Any]:
-        x = tf.cast(x, tf.float32)[..., None]
+        x = tf.cast(x, tf.float32)
+        if grey:
+            x = x[..., None]
         if augment is not None:
-            x = augment_batch(x, augment)
+            if gate is None:
+                x = augment_batch(x, augment)
+            else:  # a variable: 0 until the model first reads (see Options.augment_from)
+                x = tf.cond(gate > 0, lambda: augment_batch(x, augment), lambda: x)
         return x, y
 
     return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -121,7 +178,9 @@ def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.n
     """Run the logits model in inference mode over uint8 images; float32 (N, T, C)."""
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].astype(np.float32)[..., None]
+        x = images[i:i + batch_size].astype(np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
         out.append(np.asarray(model(x, training=False), dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
 
@@ -166,6 +225,7 @@ class _Tracker:
         self.elapsed_before: float = float(state.get("train_seconds", 0.0))
         self.started = time.monotonic()
         self.stop_reason = ""
+        self.augment_gate: Any = None  # tf.Variable set by train() when augmentation waits
         self.epoch_started = self.started
         self.epoch_cpu = time.process_time()
         self.cpu_before = float(state.get("train_cpu_seconds", 0.0))
@@ -174,6 +234,11 @@ class _Tracker:
     @property
     def seconds(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
+
+    @property
+    def budget_used(self) -> float:
+        """Seconds counted against ``--max-minutes`` (wall, or process CPU with --budget-clock cpu)."""
+        return self.cpu_seconds if self.o.budget_clock == "cpu" else self.seconds
 
     @property
     def cpu_seconds(self) -> float:
@@ -197,7 +262,15 @@ class _Tracker:
                # of the load (wall time there mostly measures the other jobs).
                "epoch_cpu_seconds": round(time.process_time() - self.epoch_cpu, 2),
                "train_cpu_seconds": round(self.cpu_seconds, 2)}
+        gate = self.augment_gate
+        row["augment"] = int(self.o.augment is not None and (gate is None or float(gate.numpy()) > 0))
         self.history.append(row)
+        if gate is not None and metrics["val_seq_acc"] >= self.o.augment_from \
+                and float(gate.numpy()) == 0:
+            gate.assign(1.0)
+            if self.o.verbose:
+                print(f"augmentation on from epoch {epoch + 2} (val sequence accuracy "
+                      f"{metrics['val_seq_acc']:.2f} >= {self.o.augment_from:g})", flush=True)
         if _is_better(metrics, self.best):
             self.best, self.best_epoch, self.since_best = metrics, epoch + 1, 0
             self.best_weights = self.model.get_weights()
@@ -207,8 +280,9 @@ class _Tracker:
         self.save_checkpoint(next_epoch=epoch + 1)
         if self.o.patience and self.since_best >= self.o.patience:
             self.stop_reason = f"early stop: no improvement for {self.o.patience} epochs"
-        elif self.o.max_minutes and self.seconds >= self.o.max_minutes * 60:
-            self.stop_reason = f"time limit of {self.o.max_minutes:g} min reached"
+        elif self.o.max_minutes and self.budget_used >= self.o.max_minutes * 60 * 0.999:
+            self.stop_reason = (f"time budget of {self.o.max_minutes:g} min "
+                                f"({self.o.budget_clock}) spent")
         elif self.best is not None and self.best["val_seq_acc"] >= 1.0 \
                 and self.best["val_cer"] == 0.0 and self.since_best >= max(3, self.o.patience // 3):
             self.stop_reason = "validation is perfect and stable"
@@ -257,6 +331,44 @@ def load_state(out: Path, p: Prepared) -> Dict[str, Any]:
     return state
 
 
+def warm_start(inference: Any, src: WarmStart, charset: str, keras: Any) -> str:
+    """Copy an earlier run's weights into ``inference`` (``--init-from``); return a summary.
+
+    Layers are matched by name and shape. With a new charset the output layer ("logits") keeps
+    the rows of the characters both charsets share (and the blank) and starts the others fresh.
+    """
+    try:
+        source = keras.models.load_model(str(src.weights), compile=False)
+    except (OSError, ValueError) as exc:
+        raise TrainDataError(f"--init-from {src.weights}: cannot load the model ({exc})") from None
+    copied, fresh = 0, []
+    for layer in inference.layers:
+        mine = layer.get_weights()
+        if not mine:
+            continue
+        try:
+            theirs = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            fresh.append(layer.name)
+            continue
+        if layer.name == "logits" and src.charset != charset:
+            kernel, bias = mine
+            old_k, old_b = theirs
+            index = {c: i for i, c in enumerate(src.charset)}
+            shared = [(j, index[c]) for j, c in enumerate(charset) if c in index]
+            for j, i in shared + [(len(charset), len(src.charset))]:  # blank is last in both
+                kernel[:, j], bias[j] = old_k[:, i], old_b[i]
+            layer.set_weights([kernel, bias])
+            fresh.append(f"logits: {len(charset) - len(shared)} new of {len(charset)} symbols")
+            continue
+        if [w.shape for w in mine] != [w.shape for w in theirs]:
+            fresh.append(layer.name)
+            continue
+        layer.set_weights(theirs)
+        copied += 1
+    return f"{copied} layers copied" + (f"; fresh: {', '.join(fresh)}" if fresh else "")
+
+
 def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
     state = load_state(o.out, p) if o.resume else {}
@@ -274,13 +386,13 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     steps_per_epoch = max(1, -(-len(p.train_images) // o.batch_size))
     total_steps = steps_per_epoch * o.epochs
     warmup = min(int(o.warmup_epochs * steps_per_epoch), total_steps // 2)
+    schedule = BudgetSchedule(peak=o.learning_rate, total_steps=total_steps, warmup_steps=warmup,
+                              budget_seconds=o.max_minutes * 60)
     with strategy.scope():
         train_model, inference = build_model(p.model_config, keras)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=o.learning_rate / 10 if warmup else o.learning_rate,
-            decay_steps=max(1, total_steps - warmup), alpha=0.02,
-            warmup_target=o.learning_rate if warmup else None, warmup_steps=warmup)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0)
+        # A plain variable, set before every step by the callback below from the step count and
+        # the time spent (see BudgetSchedule), so the decay ends when the budget does.
+        optimizer = keras.optimizers.Adam(learning_rate=schedule(0, 0.0), clipnorm=5.0)
         train_model.compile(optimizer=optimizer, loss=ctc_loss)
     initial_epoch = 0
     best_weights = None
@@ -295,6 +407,10 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         train_model.load_weights(str(o.out / CHECKPOINT_DIR / "last.weights.h5"))
         train_model.optimizer.iterations.assign(int(state["step"]))
         initial_epoch = int(state["next_epoch"])
+    elif p.init_from is not None:
+        copied = warm_start(inference, p.init_from, p.charset, keras)
+        if o.verbose:
+            print(f"warm start from {p.init_from.weights}: {copied}", flush=True)
     if o.verbose:
         print(f"model: {inference.count_params():,} parameters, {p.model_config.time_steps} "
               f"frames, {'GPU' if gpu else 'CPU'}"
@@ -309,11 +425,28 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             tracker.on_epoch_begin()
 
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            step = int(self.model.optimizer.iterations.numpy())
+            used = tracker.budget_used
+            self.model.optimizer.learning_rate.assign(schedule(step, used))
+            if step > 0 and schedule.progress(step, used) >= 1.0:
+                self.model.stop_training = True  # Keras ends the epoch after this step
+
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if tracker.on_epoch_end(epoch, logs if logs is not None else {}):
                 self.model.stop_training = True
 
-    ds = make_dataset(p.train_images, train_targets, o.batch_size, o.seed, o.augment)
+    # Augmentation waits until the model first reads --augment-from of the validation set:
+    # measured on swust, augmenting from the first step kept CTC on its all-blank plateau for
+    # the whole budget (0 % after 7 epochs) where the same run without it read 87 % by epoch 3.
+    gate = None
+    if o.augment is not None and o.augment_from > 0:
+        import tensorflow as tf
+
+        reached = tracker.best is not None and tracker.best["val_seq_acc"] >= o.augment_from
+        gate = tf.Variable(1.0 if reached else 0.0, trainable=False, name="augment_gate")
+        tracker.augment_gate = gate
+    ds = make_dataset(p.train_images, train_targets, o.batch_size, o.seed, o.augment, gate)
     interrupted = False
     exit_code = 0
     if initial_epoch < o.epochs and not state.get("finished"):
@@ -345,13 +478,15 @@ def finish(p: Prepared, o: Options, train_model: Any, inference: Any, tracker: _
     cfg = p.model_config
     RunInfo(
         charset=p.charset, blank=len(p.charset), preprocess=p.recipe,
-        input_shape=(cfg.height, cfg.width, 1), time_steps=cfg.time_steps,
+        input_shape=(cfg.height, cfg.width, cfg.channels), time_steps=cfg.time_steps,
         max_label_length=p.max_label_length, model_config=cfg,
         min_label_length=min(len(x) for x in [*p.train_labels, *p.val_labels]),
         data=p.meta.get("data") or {}, split=p.meta.get("split"),
         val_files=tuple(p.val_names), train_files=tuple(p.train_names),
         package_version=package_version(), keras="keras3", keras_version=keras.__version__,
         mixed_precision=keras.mixed_precision.global_policy().name, seed=o.seed,
+        # cli.prepare's other facts (input_choice: the auto geometry/colour and why; init_from)
+        extra={k: v for k, v in p.meta.items() if k not in ("data", "split")},
     ).write(o.out / "model.json")
     if tracker.history:
         report.write_history(o.out / "history.csv", tracker.history)

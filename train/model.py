@@ -43,6 +43,10 @@ class ModelConfig:
     dense: int = 0
     rnn: int = 0
     time_pool: int = 4  # width / time_pool frames; 4 or 8 (8 also pools width in block 3)
+    # Added for any-style training; the defaults here are the old graph, so a model_config
+    # written before they existed loads as what it was (the CLI picks the new defaults).
+    channels: int = 1  # 1 = grey ("L"), 3 = RGB input
+    convs: Tuple[int, ...] = field(default=(1, 1, 1))  # Conv2D+BN+ReLU layers per block
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -61,6 +65,11 @@ class ModelConfig:
         if len(self.filters) != 3 or min(self.filters) < 1 or self.dense < 1 or self.rnn < 1:
             raise ValueError(f"filters must be 3 positive ints and dense/rnn >= 1; got "
                              f"filters={self.filters}, dense={self.dense}, rnn={self.rnn}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
+        if len(self.convs) != 3 or not all(1 <= int(c) <= 3 for c in self.convs):
+            raise ValueError(f"convs must be 3 ints in 1..3 (conv layers per block); got "
+                             f"{self.convs}")
         if self.width % self.time_pool or self.width < 16 or self.height < 16:
             raise ValueError(f"input must be at least 16x16 with width % {self.time_pool} == 0; "
                              f"got {self.width}x{self.height}")
@@ -78,12 +87,15 @@ class ModelConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         d["filters"] = list(self.filters)
+        d["convs"] = list(self.convs)
         return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> ModelConfig:
         d = dict(d)
         d["filters"] = tuple(d.get("filters", ()))
+        if "convs" in d:
+            d["convs"] = tuple(d["convs"])
         return cls(**d)
 
 
@@ -93,17 +105,23 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
     if keras is None:
         import keras  # Keras 3
     L = keras.layers
-    image = keras.Input(shape=(cfg.height, cfg.width, 1), batch_size=batch_size, name="image")
+    image = keras.Input(shape=(cfg.height, cfg.width, cfg.channels), batch_size=batch_size,
+                        name="image")
     x = L.Rescaling(1.0 / 255.0, name="scale")(image)
     # Pool height and width by 2 in the first two blocks, only height in the third (time_pool 4):
     # the width (time) keeps W/4 frames, enough for CTC on captcha-length labels.
-    for i, (f, pool) in enumerate(zip(cfg.filters, cfg.pools), start=1):
-        x = L.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                     name=f"conv{i}")(x)
-        # momentum 0.9: the moving statistics follow the fast-changing early weights within a
-        # few dozen steps, so per-epoch validation (and best-epoch choice) is not skewed.
-        x = L.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
-        x = L.ReLU(name=f"relu{i}")(x)
+    for i, (f, pool, n) in enumerate(zip(cfg.filters, cfg.pools, cfg.convs), start=1):
+        for j in range(int(n)):
+            # The first conv of a block keeps the old layer names, so one-conv configs are the
+            # old graph (same names, same weight order); extra convs are "conv2b", "conv2c".
+            sfx = f"{i}" + ("" if j == 0 else "abc"[j])
+            x = L.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                         name=f"conv{sfx}")(x)
+            # momentum 0.9: the moving statistics follow the fast-changing early weights within
+            # a few dozen steps, so per-epoch validation (and best-epoch choice) is not skewed.
+            # BatchNorm right after a bias-free conv folds into it for int8.
+            x = L.BatchNormalization(momentum=0.9, name=f"bn{sfx}")(x)
+            x = L.ReLU(name=f"relu{sfx}")(x)
         x = L.MaxPooling2D(pool, name=f"pool{i}")(x)
     h, w, c = cfg.height // 2 // 2 // 2, cfg.time_steps, cfg.filters[-1]
     # Transpose so that the time dimension corresponds to the image width.

@@ -14,6 +14,7 @@ from typing import Any, Optional, Tuple
 
 from .._common import atomic_write_json
 from ..metadata import _check, _is_int, _opt_mapping, check_recipe, contract_dict
+from ..preprocess import channels
 from .model import ModelConfig
 
 #: Version of the ``model.json`` layout (key ``run_info_version``; files without it are 1).
@@ -82,9 +83,10 @@ class RunInfo:
                f"len(charset) = {len(c)}", self.blank)
         recipe = check_recipe(self.preprocess)
         h, w = recipe["height"], recipe["width"]
+        ch = channels(recipe)
         _check(isinstance(self.input_shape, (list, tuple))
-               and tuple(self.input_shape) == (h, w, 1), "input_shape",
-               f"[{h}, {w}, 1] (the preprocess height and width)", self.input_shape)
+               and tuple(self.input_shape) == (h, w, ch), "input_shape",
+               f"[{h}, {w}, {ch}] (the preprocess height, width and colour)", self.input_shape)
         cfg = self.model_config
         if isinstance(cfg, Mapping):
             try:
