@@ -162,11 +162,11 @@ def _find_samples(data_dir: Optional[Path], labels_file: Optional[Path],
     pattern = compile_label_pattern(label_pattern) if label_pattern else None
     out = []
     for p in files:
-        label = label_from_name(p.stem, pattern)
-        if not label:
+        from_name = label_from_name(p.stem, pattern)
+        if not from_name:
             raise TrainDataError(f"--label-pattern {label_pattern!r} does not match file name "
                                  f"{p.name!r} (or matches an empty label)")
-        out.append(Sample(p.relative_to(data_dir).as_posix(), label, p))
+        out.append(Sample(p.relative_to(data_dir).as_posix(), from_name, p))
     return out
 
 
@@ -261,12 +261,12 @@ def _seeded_captcha(rng: random.Random) -> Iterator[Any]:
     except ImportError:
         raise TrainDataError("--synthetic needs the 'captcha' package: "
                              'pip install "captcha-edge[train]"') from None
-    saved = ci.secrets
-    ci.secrets = _SeededSecrets(rng)  # type: ignore[assignment]
+    saved = getattr(ci, "secrets")
+    setattr(ci, "secrets", _SeededSecrets(rng))
     try:
         yield ci
     finally:
-        ci.secrets = saved
+        setattr(ci, "secrets", saved)
 
 
 def parse_length_range(text: str) -> Tuple[int, int]:

@@ -188,7 +188,8 @@ def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.n
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
 
 
 def evaluate(train_model: Any, images: np.ndarray, labels: Sequence[str], targets: np.ndarray,
@@ -328,7 +329,7 @@ def load_state(out: Path, p: Prepared) -> Dict[str, Any]:
         if state.get(key) != now:
             raise TrainDataError(f"--resume: the checkpoint was trained with a different {key} "
                                  f"({state.get(key)!r} vs {now!r}); repeat the original options")
-    return state
+    return dict(state)
 
 
 def warm_start(inference: Any, src: WarmStart, charset: str, keras: Any) -> str:
@@ -421,7 +422,7 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     tracker = _Tracker(p, o, train_model, val_targets, state)
     tracker.best_weights = best_weights
 
-    class _Callback(keras.callbacks.Callback):
+    class _Callback(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             tracker.on_epoch_begin()
 

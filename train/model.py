@@ -10,6 +10,7 @@ the layer list and weight order are identical).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Tuple
 
@@ -103,7 +104,7 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
                           batch_size: Any = None) -> Any:
     """Image (H, W, 1) raw 0..255 -> per-frame softmax (T, C). Layers named "image" and "probs"."""
     if keras is None:
-        import keras  # Keras 3
+        keras = importlib.import_module("keras")  # Keras 3
     L = keras.layers
     image = keras.Input(shape=(cfg.height, cfg.width, cfg.channels), batch_size=batch_size,
                         name="image")
@@ -144,7 +145,7 @@ def build_model(cfg: ModelConfig, keras: Any = None) -> Tuple[Any, Any]:
     ``"probs"`` and is what gets saved and exported.
     """
     if keras is None:
-        import keras  # Keras 3
+        keras = importlib.import_module("keras")  # Keras 3
     inference = build_inference_model(cfg, keras)
     logits = inference.get_layer("logits").output
     train = keras.Model(inference.input, logits, name="crnn_train")

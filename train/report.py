@@ -12,7 +12,7 @@ import numpy as np
 from .._common import atomic_write_with
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = "") -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], suffix: str = "") -> None:
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
     atomic_write_with(path, write, suffix)
 
