@@ -80,6 +80,19 @@ def _check_targets(out: Path, report) -> None:
     assert keras_acc - v8["seq_acc"] <= 0.005
 
 
+def _bench_invoke(benchmark, it, x, stateful: bool) -> None:
+    """Time one invoke of ``it`` on ``x`` (the LSTM state reset first, as the runtime does)."""
+    index = it.get_input_details()[0]["index"]
+
+    def _run():
+        if stateful:
+            it.reset_all_variables()
+        it.set_tensor(index, x)
+        it.invoke()
+
+    benchmark(_run)
+
+
 @pytest.mark.parametrize("fmt", ["float32", "int8"])
 @pytest.mark.benchmark(group="export-invoke")
 def test_bench_invoke_single_thread(benchmark, exported, one_image, fmt):
@@ -91,13 +104,7 @@ def test_bench_invoke_single_thread(benchmark, exported, one_image, fmt):
     i = it.get_input_details()[0]
     x = one_image[..., None].astype(i["dtype"])
 
-    def _run():
-        if meta.get("stateful"):
-            it.reset_all_variables()
-        it.set_tensor(i["index"], x)
-        it.invoke()
-
-    benchmark(_run)
+    _bench_invoke(benchmark, it, x, bool(meta.get("stateful")))
     y = it.get_tensor(it.get_output_details()[0]["index"])
     assert y.shape[-1] == len(meta["charset"]) + 1 and np.isfinite(y.astype(np.float32)).all()
     if fmt == "int8":
@@ -168,13 +175,7 @@ def test_bench_int8_case(benchmark, tmp_path_factory, case, fmt):
     val = load_split(open_run(Path(run)), "val", None, limit=1)
     x = val.images[:1, ..., None].astype(i["dtype"])
 
-    def _run():
-        if meta.get("stateful"):
-            it.reset_all_variables()
-        it.set_tensor(i["index"], x)
-        it.invoke()
-
-    benchmark(_run)
+    _bench_invoke(benchmark, it, x, bool(meta.get("stateful")))
     row = _rows.setdefault(name, _case_row(name, out, report))
     row[fmt]["invoke_ms_median"] = benchmark.stats.stats.median * 1e3
     if fmt == "float32":

@@ -109,26 +109,16 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Outer part (host)
 # ---------------------------------------------------------------------------------------------
-ROOTFS_ONLY=0
-case "${1:-}" in
-  --rootfs-only) ROOTFS_ONLY=1 ;;
-  -h|--help) sed -n '2,/^set -Eeuo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  "") ;;
-  *) die "unknown argument '$1' (see --help)" ;;
-esac
-[[ $(id -u) -eq 0 ]] || die "must run as root (apt-get, mounts, chroot); try: sudo $0"
-[[ "$(uname -m)" == "x86_64" ]] || die "this check builds an amd64 rootfs and runs on an x86_64 host"
+# shellcheck source=lib/host.sh
+source "$SCRIPT_DIR/lib/host.sh"
+parse_rootfs_args "$@"
+require_root_x86 "apt-get, mounts, chroot"
 
 ROOT=""
 GUEST_PID=""
 cleanup() {
   local rc=$?
-  if [[ -n "$GUEST_PID" ]] && kill -0 "$GUEST_PID" 2>/dev/null; then
-    local init
-    init="$(cat "/proc/$GUEST_PID/task/$GUEST_PID/children" 2>/dev/null || true)"
-    [[ -n "$init" ]] && kill -KILL $init 2>/dev/null || true
-    wait "$GUEST_PID" 2>/dev/null || true
-  fi
+  stop_namespace "$GUEST_PID"
   if [[ -n "$ROOT" && -d "$ROOT" ]]; then
     if grep -q " $ROOT/" /proc/self/mountinfo; then
       echo "warning: $ROOT still has mounts; leaving it in place" >&2

@@ -136,29 +136,17 @@ if [[ "${CAPTCHA_EDGE_SKIP_PI:-}" == "1" ]]; then
   echo "==> Raspberry Pi emulation SKIPPED: CAPTCHA_EDGE_SKIP_PI=1 is set (nothing was proven on arm64)"
   exit 0
 fi
-ROOTFS_ONLY=0
-case "${1:-}" in
-  --rootfs-only) ROOTFS_ONLY=1 ;;
-  -h|--help) sed -n '2,/^set -Eeuo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  "") ;;
-  *) die "unknown argument '$1' (see --help)" ;;
-esac
-[[ $(id -u) -eq 0 ]] || die "must run as root (apt-get, binfmt_misc, mounts, chroot); try: sudo $0"
-[[ "$(uname -m)" == "x86_64" ]] || die "this harness runs on an x86_64 host (found $(uname -m))"
+# shellcheck source=lib/host.sh
+source "$SCRIPT_DIR/lib/host.sh"
+parse_rootfs_args "$@"
+require_root_x86 "apt-get, binfmt_misc, mounts, chroot"
 
 GUEST_PID=""
 X86_SRC=""
 cleanup_outer() {
   local rc=$?
   [[ -n "$X86_SRC" ]] && rm -rf "$X86_SRC"
-  if [[ -n "$GUEST_PID" ]] && kill -0 "$GUEST_PID" 2>/dev/null; then
-    # unshare ignores SIGTERM while it waits, and the namespace's init ignores it too: SIGKILL the
-    # init, which takes every emulated process (and every mount of the namespace) with it.
-    local init
-    init="$(cat "/proc/$GUEST_PID/task/$GUEST_PID/children" 2>/dev/null || pgrep -P "$GUEST_PID" || true)"
-    if [[ -n "$init" ]]; then kill -KILL $init 2>/dev/null || true; fi
-    wait "$GUEST_PID" 2>/dev/null || true
-  fi
+  stop_namespace "$GUEST_PID"
   # Belt and braces: nothing of ours may stay mounted or running on the host.
   if grep -q " $ROOTFS" /proc/self/mountinfo 2>/dev/null; then
     echo "warning: unmounting leftovers under $ROOTFS" >&2

@@ -1,6 +1,9 @@
 """Shared fixtures: every decoder test runs once per available engine (ids ``py`` / ``cy``)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from captcha_edge.decoder import ENGINES
 
@@ -11,3 +14,15 @@ _IDS = {"python": "py", "cython": "cy"}
 def engine(request: pytest.FixtureRequest) -> str:
     """Name of a decoder engine: ``"python"``, plus ``"cython"`` when the extension is built."""
     return str(request.param)
+
+
+def run_without_tensorflow(code: str) -> str:
+    """Run ``code`` in a fresh interpreter, then assert it imported neither TensorFlow nor Keras;
+    return its stdout (a test's assertion failure inside ``code`` fails the test here)."""
+    check = ("\nimport sys as _s\n"
+             "assert 'tensorflow' not in _s.modules, 'tensorflow was imported'\n"
+             "assert 'keras' not in _s.modules, 'keras was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code + check], check=False, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from captcha_edge.export import FORMATS, parse_formats
 from captcha_edge.export.cli import main
 from captcha_edge.export.formats import markdown_table
+from conftest import run_without_tensorflow
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,18 +167,11 @@ def test_refuses_to_overwrite_without_force(run_copy, tmp_path, capsys):
 
 def test_errors_do_not_import_tensorflow(tmp_path):
     """The argument and input checks run before TensorFlow loads (a fresh interpreter proves it)."""
-    code = (
-        "import sys\n"
+    run_without_tensorflow(
         "from captcha_edge.export.cli import main\n"
         f"rc = main([{str(tmp_path)!r}, '--formats', 'int4'])\n"
         f"rc2 = main([{str(tmp_path / 'nope')!r}, '--int8'])\n"
-        "assert rc == 2 and rc2 == 2, (rc, rc2)\n"
-        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
-        "assert 'keras' not in sys.modules, 'keras was imported'\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+        "assert rc == 2 and rc2 == 2, (rc, rc2)\n")
 
 
 def test_docs_table_matches_formats():
