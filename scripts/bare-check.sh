@@ -60,7 +60,7 @@ if [[ "${1:-}" == "__guest" ]]; then
   cd "$GUEST_REPO"
   : > /work/out/summary.tsv
   missing() {  # one line naming what the log shows as missing, if anything
-    grep -hoE "command not found: [^ ]+|[^ :]+: command not found|fatal error: [^ ]+: No such file|ensurepip is not available|No module named '?[A-Za-z0-9_.]+'?|error: command '[^']+' failed|Unable to locate package [^ ]+|not found: [^ ]+" "$1" \
+    grep -hoE "command not found: [^ ]+|[^ :]+: command not found|[^ :]+: No such file or directory|fatal error: [^ ]+: No such file|ensurepip is not available|No module named '?[A-Za-z0-9_.]+'?|error: command '[^']+' failed|Unable to locate package [^ ]+|not found: [^ ]+" "$1" \
       | sort -u | head -3 | tr '\n' ';' || true
   }
   rc_all=0

@@ -91,8 +91,15 @@ PY
     fi
 
     # 5. footprint: peak RSS of one predict process, venv size on disk
-    /usr/bin/time -f '%M' -o "$WORK/rss" "$venv/bin/captcha-edge" predict --model "$MODEL" "$SAMPLE" >/dev/null
-    rss_mb=$(( $(tail -1 "$WORK/rss") / 1024 ))
+    # Peak RSS of the child from getrusage (KiB on Linux): no /usr/bin/time, which a bare Debian
+    # lacks (package `time`; scripts/bare-check.sh found it missing).
+    rss_kb=$("$PY" - "$venv/bin/captcha-edge" predict --model "$MODEL" "$SAMPLE" <<'PY'
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+PY
+) || fail "[$mode] predict on the sample folder failed"
+    rss_mb=$(( rss_kb / 1024 ))
     venv_mb=$(du -sm "$venv" | cut -f1)
     say "[$mode] peak RSS of predict on 100 images: ${rss_mb} MB (limit $MAX_RSS_MB); venv: ${venv_mb} MB (limit $MAX_VENV_MB)"
     [ "$rss_mb" -le "$MAX_RSS_MB" ] || fail "[$mode] peak RSS ${rss_mb} MB > $MAX_RSS_MB MB"
