@@ -102,7 +102,7 @@ if [[ "${1:-}" == "__inner" ]]; then   # in a private mount + pid namespace: mou
   exec chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CI=true \
     PIP_CERT=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
-    PIP_NO_INPUT=1 PYTHONUNBUFFERED=1 STEPS="$STEPS" GUEST_REPO="$GUEST_REPO" \
+    PIP_NO_INPUT=1 PYTHONUNBUFFERED=1 BARE_STEPS="$STEPS" GUEST_REPO="$GUEST_REPO" \
     /bin/bash -Eeuo pipefail /work/bare-check.sh __guest
 fi
 
