@@ -7,7 +7,7 @@ sequence accuracy/CER and the time to reach the accuracy target to
 
 Examples:
   python scripts/bench_train.py                                  # default model, default options
-  python scripts/bench_train.py --keep /work/runs/real840        # keep the trained run folder
+  python scripts/bench_train.py --keep runs/real840        # keep the trained run folder
   python scripts/bench_train.py -- --size small --epochs 30      # extra captcha-train options
 """
 from __future__ import annotations
@@ -78,7 +78,10 @@ def main(argv: Any = None) -> int:
     model = json.loads((run / "model.json").read_text())
     entry: Dict[str, Any] = {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["captcha-train", *cmd[3:]]),
+        # No machine paths in a committed result: the data folder relative to the repo, RUN for --out.
+        "command": " ".join(["captcha-train", "--data-dir",
+                             os.path.relpath(a.data_dir, Path(__file__).resolve().parents[1]),
+                             "--out", "RUN", *cmd[7:]]),
         "note": a.note,
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
