@@ -304,6 +304,10 @@ def test_token_auth(tmp_path: Path) -> None:
                 assert r.status_code == 401 and "bearer token" in r.json()["error"]
                 assert r.headers["www-authenticate"].startswith("Bearer")
             assert c.get("/metrics").status_code == 401
+            # a refused upload is read before the 401, so the client gets the answer, not a reset
+            for _ in range(10):
+                r = c.post("/v1/recognize", content=b"\0" * (4 * 1024 * 1024 - 1))
+                assert r.status_code == 401
             good = {"Authorization": "Bearer s3cret"}
             assert c.post("/v1/recognize", content=GOOD[0].read_bytes(),
                           headers=good).status_code == 200

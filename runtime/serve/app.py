@@ -559,7 +559,7 @@ class Guard:
         self.token = token.encode() if token else None
 
     async def drain(self, receive: Receive, seen: int) -> None:
-        """Read and drop the rest of a refused body, up to a cap, before answering.
+        """Read and drop the rest of a refused body (401 or 413), up to a cap, before answering.
 
         A server that answers and closes while the client is still uploading makes the
         client's TCP stack see a reset instead of the 413; reading the remainder (cheap for
@@ -593,6 +593,7 @@ class Guard:
             scheme, _, given = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 self.metrics.errors.labels("-", "unauthorized").inc()
+                await self.drain(receive, 0)  # else the client may see a reset, not the 401
                 await self._reject(send, 401, "missing or wrong bearer token "
                                    "(Authorization: Bearer TOKEN)",
                                    [(b"www-authenticate", b'Bearer realm="captcha-edge"')])
