@@ -215,6 +215,7 @@ def test_fallback_writes_the_route_that_holds(tmp_path, monkeypatch):
     # With --max-drop 100 a 100 pp drop still passes, so use the trials' own figures.
     assert code == 0 and trials[0]["route"] == "plain" and trials[0]["seq_acc"] == 0.0
     assert report["int8_route"]["route"] == "plain"
+    plain_file = (tmp_path / "model_int8.tflite").read_bytes()
 
     seen.clear()
     code = main([str(FIXTURE_RUN), "--int8", "--out", str(tmp_path), "--calib-size", "60",
@@ -231,3 +232,10 @@ def test_fallback_writes_the_route_that_holds(tmp_path, monkeypatch):
     assert row["float_compute_ops"] == [] and row["input_dtype"] == "uint8"
     # the automatic diagnosis ran because the plain route exceeded --max-drop
     assert "plain" in report["int8_diagnosis"]
+    # Same ops as the plain route, so the emulated Pi proof (which runs the bundled plain-route
+    # model) covers every kernel the other routes need.
+    from captcha_edge.export import verify
+
+    def op_names(model: bytes) -> list:
+        return sorted(op["op"] for op in verify.op_report(metadata.split(model)[0]))
+    assert op_names((tmp_path / "model_int8.tflite").read_bytes()) == op_names(plain_file)
