@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from captcha_edge import DEFAULT_MODEL, Recognizer
 from captcha_edge.metrics import score
 

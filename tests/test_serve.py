@@ -358,6 +358,56 @@ def test_without_a_model_both_bundled_models_are_served() -> None:
     assert ModelSet(default="default_int8").default == "default_int8"  # the flag still wins
 
 
+STACKS = [("h11", "asyncio"), ("httptools", "uvloop")]
+
+
+@pytest.mark.parametrize("http,loop", STACKS, ids=["h11-asyncio", "httptools-uvloop"])
+def test_both_http_stacks_answer_refuse_and_drain(tmp_path: Path, http: str, loop: str) -> None:
+    """The pure-Python stack (what the [serve] extra and the Pi get) and the C one ([serve-fast],
+    what the benchmark measures) behave alike on the paths where they differ most: kept-alive
+    requests, refused uploads (401 and 413 read the body first), streamed bodies, SIGTERM."""
+    import importlib.util
+
+    if importlib.util.find_spec(http) is None or importlib.util.find_spec(loop) is None:
+        pytest.skip(f"{http}/{loop} not installed (the [serve-fast] extra)")
+    s = Server(tmp_path, "--model", str(MODEL), "--http", http, "--loop", loop,
+               "--max-bytes", "200000", env={"CAPTCHA_EDGE_TOKEN": "t"})
+    try:
+        assert f"{http} on {loop}" in s.text()
+        good = {"Authorization": "Bearer t"}
+        with s.client() as c:
+            for png in GOOD[:3]:  # one connection, kept alive
+                r = c.post("/v1/recognize", content=png.read_bytes(), headers=good)
+                assert r.status_code == 200 and r.json()["results"][0]["error"] is None
+            assert c.post("/v1/recognize", content=bytes(150_000)).status_code == 401
+            r = c.post("/v1/recognize", content=b"\x89PNG" + bytes(300_000), headers=good)
+            assert r.status_code == 413
+
+            def chunks() -> Iterator[bytes]:
+                for _ in range(30):
+                    yield bytes(10_000)
+            r = c.post("/v1/recognize", content=chunks(), headers=good)
+            assert r.status_code == 413 and "200000 bytes" in r.json()["error"]
+            assert c.get("/healthz").status_code == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_named_stack_that_is_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from captcha_edge.serve.app import server_stack
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("httptools", "uvloop") else real(name))
+    assert server_stack("auto", "auto") == ("h11", "asyncio")
+    with pytest.raises(ImportError, match=r"--http httptools: .*captcha-edge\[serve-fast\]"):
+        server_stack("httptools", "auto")
+    with pytest.raises(ImportError, match="--loop uvloop"):
+        server_stack("auto", "uvloop")
+
+
 def test_binds_loopback_by_default() -> None:
     from captcha_edge.cli import build_parser
 

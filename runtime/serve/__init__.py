@@ -83,6 +83,12 @@ def register(add: Callable[..., argparse.ArgumentParser],
                         "a load balancer's idle timeout, so the balancer closes first)")
     w.add_argument("--drain-timeout", type=_nonneg_float, default=30.0, metavar="S",
                    help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
+    w.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                   help="HTTP parser: httptools (C; the [serve-fast] extra) or h11 (pure "
+                        "Python); auto = httptools when installed (default)")
+    w.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop: uvloop (the [serve-fast] extra) or asyncio; auto = "
+                        "uvloop when installed (default)")
     w.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default warning)")
