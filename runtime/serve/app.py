@@ -117,7 +117,7 @@ def bundled_models() -> tuple[list[Path], str]:
 
     Both are served (a request picks one with ``model=``). The default is the float32 twin on
     x86-64, where XNNPACK runs it about 3x faster than the int8 file (0.74 vs 2.2 ms per
-    invoke, one thread, benchmarks/results/serve.json), and the int8 model elsewhere.
+    invoke, one thread; docs/serve.md), and the int8 model elsewhere.
     """
     files = [DEFAULT_MODEL]
     twin = DEFAULT_MODEL.with_name("default_float32.tflite")
