@@ -63,7 +63,7 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
     return model
 
 
-def _with_channels(images: np.ndarray) -> np.ndarray:
+def with_channels(images: np.ndarray) -> np.ndarray:
     """Grey (N, H, W) -> (N, H, W, 1); RGB (N, H, W, 3) passes unchanged."""
     return images if images.ndim == 4 else images[..., None]
 
@@ -77,8 +77,8 @@ def representative(images: np.ndarray, batch: int) -> Callable[[], Iterator[List
     """
     def gen() -> Iterator[List[np.ndarray]]:
         for i in range(0, len(images) - batch + 1, batch):
-            yield [_with_channels(images[i:i + batch]).astype(np.float32)]
-        shape = (batch, *_with_channels(images[:1]).shape[1:])
+            yield [with_channels(images[i:i + batch]).astype(np.float32)]
+        shape = (batch, *with_channels(images[:1]).shape[1:])
         yield [np.zeros(shape, np.float32)]
         yield [np.full(shape, 255.0, np.float32)]
     return gen
@@ -160,6 +160,6 @@ def to_tflite(model: Any, fmt: str, *, calibration: Optional[np.ndarray] = None,
 
 def keras_probs(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """The Keras model's (N, T, C) float32 probabilities on uint8 (N, H, W) images."""
-    out = model.predict(_with_channels(images).astype(np.float32), batch_size=batch_size,
+    out = model.predict(with_channels(images).astype(np.float32), batch_size=batch_size,
                         verbose=0)
     return np.asarray(out, dtype=np.float32)

@@ -39,6 +39,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from .convert import with_channels
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Ops whose quantization adds error (the rest only move int8 values: pooling, reshape, concat).
@@ -53,7 +55,7 @@ MAX_LEFT_IN_FLOAT = 16
 def _gen(images: np.ndarray) -> Callable[[], Iterator[List[np.ndarray]]]:
     def gen() -> Iterator[List[np.ndarray]]:
         for i in range(len(images)):
-            yield [images[i:i + 1, :, :, None].astype(np.float32)]
+            yield [with_channels(images[i:i + 1]).astype(np.float32)]
     return gen
 
 
@@ -101,7 +103,7 @@ def tensor_errors(debug_model: bytes, images: np.ndarray) -> List[Dict[str, Any]
                        "max": 0.0, "fmin": np.inf, "fmax": -np.inf})
     inp = it.get_input_details()[0]
     for k in range(len(images)):
-        it.set_tensor(inp["index"], images[k:k + 1, :, :, None].astype(inp["dtype"]))
+        it.set_tensor(inp["index"], with_channels(images[k:k + 1]).astype(inp["dtype"]))
         it.reset_all_variables()
         it.invoke()
         for c in checks:
@@ -170,8 +172,9 @@ def diagnose(model: Any, calibration: np.ndarray, images: np.ndarray, reference:
 
     Args:
         model: from :func:`captcha_edge.export.convert.rebuild`.
-        calibration: uint8 (N, H, W) images the int8 ranges are calibrated on.
-        images: uint8 (M, H, W) verification images; ``reference`` the Keras (M, T, C) probs.
+        calibration: uint8 (N, H, W) grey or (N, H, W, 3) RGB images the int8 ranges are
+            calibrated on.
+        images: uint8 verification images, shaped likewise; ``reference`` the Keras (M, T, C) probs.
         labels, charset, blank: for sequence accuracy.
 
     Returns:

@@ -244,7 +244,10 @@ def test_rgb_end_to_end_train_int8_runtime_same_pixels(tmp_path):
     assert meta["input_shape"] == [meta["preprocess"]["height"], meta["preprocess"]["width"], 3]
     assert meta["model_config"]["channels"] == 3
     assert export_main([str(run), "--int8", "--calib-size", "20", "--max-drop", "100",
-                        "-q"]) == 0
+                        "--diagnose", "--diagnose-images", "6", "-q"]) == 0
+    # the diagnosis reads RGB images too (it once added a grey channel axis to them)
+    diag = json.loads((run / "export_report.json").read_text())["int8_diagnosis"]["plain"]
+    assert "error" not in diag and diag["images"] == 6 and diag["worst"]
     rec = Recognizer(run / "model_int8.tflite")
     assert rec.recipe == meta["preprocess"]
     inp = rec.info()["input"]
