@@ -34,6 +34,7 @@ def outputs():
     return truths, texts, probs, i8, f32
 
 
+@pytest.mark.slow  # 1680 invokes: seconds natively, minutes under the emulated Pi (not run there)
 def test_bundled_int8_loses_at_most_half_a_point_and_agrees_on_99_percent_of_frames(outputs):
     truths, texts, frames, _, _ = outputs
     acc8 = score(truths, texts["int8"])["seq_acc"]
