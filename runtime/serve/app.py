@@ -803,7 +803,7 @@ def create_app(models: ModelSet, settings: Settings,
 def server_stack(http: str, loop: str) -> tuple[str, str]:
     """``--http`` and ``--loop`` resolved: "auto" becomes the C implementation when installed.
 
-    httptools and uvloop (the ``[serve-fast]`` extra) take about 0.3-0.45 ms of server CPU off
+    httptools and uvloop (the ``[serve-fast]`` extra) take about 0.3-0.5 ms of server CPU off
     each one-image request on x86 (docs/serve.md); h11 and asyncio need no compiler anywhere.
 
     Raises:
