@@ -36,14 +36,19 @@ from captcha_edge.train.data import find_samples, split_samples  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def style_samples(style: str, data: Path) -> List[Any]:
-    """The style's labelled samples, read with the same options bench_styles gives captcha-train."""
+def style_options(style: str, data: Path) -> argparse.Namespace:
+    """The label options bench_styles gives captcha-train for ``style``, parsed."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--labels", type=Path)
     ap.add_argument("--recursive", action="store_true")
     ap.add_argument("--label-pattern")
-    a = ap.parse_args([x.format(data=str(data)) for x in STYLES[style]])
+    return ap.parse_args([x.format(data=str(data)) for x in STYLES[style]])
+
+
+def style_samples(style: str, data: Path) -> List[Any]:
+    """The style's labelled samples, read as captcha-train reads them."""
+    a = style_options(style, data)
     return find_samples(a.data_dir, labels_file=a.labels, recursive=a.recursive,
                         label_pattern=a.label_pattern)
 
@@ -70,7 +75,7 @@ def reached(history: Path, threshold: float) -> Optional[Dict[str, float]]:
 
 def train(style: str, data: Path, labels: Path, out: Path, a: argparse.Namespace,
           warm: bool) -> Dict[str, Any]:
-    data_dir = [x.format(data=str(data)) for x in STYLES[style]][1]
+    data_dir = str(style_options(style, data).data_dir)
     cmd = [sys.executable, "-m", "captcha_edge.train.cli", "--data-dir", data_dir,
            "--labels", str(labels), "--out", str(out), "--overwrite", "--threads",
            str(a.threads), "--max-minutes", str(a.minutes), "--budget-clock", "cpu", "-q"]

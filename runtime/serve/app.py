@@ -119,12 +119,11 @@ def bundled_models() -> tuple[list[Path], str]:
     x86-64, where XNNPACK runs it about 3x faster than the int8 file (0.74 vs 2.2 ms per
     invoke, one thread; docs/serve.md), and the int8 model elsewhere.
     """
-    files = [DEFAULT_MODEL]
     twin = DEFAULT_MODEL.with_name("default_float32.tflite")
-    if twin.is_file():
-        files.append(twin)
-    prefer_float = platform.machine().lower() in ("x86_64", "amd64") and twin.is_file()
-    return files, (twin if prefer_float else DEFAULT_MODEL).stem
+    if not twin.is_file():
+        return [DEFAULT_MODEL], DEFAULT_MODEL.stem
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return [DEFAULT_MODEL, twin], (twin if x86 else DEFAULT_MODEL).stem
 
 
 class ModelSet:
