@@ -76,6 +76,8 @@ def run(job: Dict[str, Any]) -> int:
                                         batch=job["batch"])
             data = convert.to_tflite(model, fmt, calibration=calib,
                                      batch=job["batch"], int8_output=job["int8_output"])
+            if not job.get("keep_names"):
+                data = convert.strip_names(data)
         except Exception as exc:
             lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
             tail = lines[-1] if lines else exc.__class__.__name__

@@ -312,3 +312,23 @@ def test_int8_float_output_and_synthetic_calibration(tmp_path, capsys):
     ops = verify.op_report(flat)
     assert [o["op"] for o in ops].count("DEQUANTIZE") == 1 and ops[-1]["op"] == "DEQUANTIZE"
     assert verify.float_compute_ops(flat) == []
+
+
+def test_tensor_names_stripped_by_default_and_kept_on_request(exported, val_and_keras, tmp_path):
+    """The written int8 file carries no tensor names (smaller); --keep-tensor-names keeps them;
+    the two files compute the same outputs."""
+    out, _, _ = exported
+    kept = tmp_path / "kept"
+    code = main([str(FIXTURE_RUN), "--int8", "--keep-tensor-names", "--calib-size", "100",
+                 "--no-verify", "--int8-route", "plain", "--out", str(kept), "--quiet"])
+    assert code == 0
+    stripped_it, _ = _interpreter(out / "model_int8.tflite")
+    kept_it, _ = _interpreter(kept / "model_int8.tflite")
+    assert all(t["name"] == "" for t in stripped_it.get_tensor_details())
+    assert sum(bool(t["name"]) for t in kept_it.get_tensor_details()) > 10
+    s_flat, _ = metadata.split((out / "model_int8.tflite").read_bytes())
+    k_flat, _ = metadata.split((kept / "model_int8.tflite").read_bytes())
+    assert len(s_flat) < len(k_flat) - 1000
+    _, val, _ = val_and_keras
+    np.testing.assert_array_equal(_run_tflite(out / "model_int8.tflite", val.images[:20]),
+                                  _run_tflite(kept / "model_int8.tflite", val.images[:20]))
