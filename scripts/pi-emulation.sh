@@ -34,6 +34,9 @@
 #   CAPTCHA_EDGE_PI_FLOAT_MODEL=FILE  float32 twin of that model for the invoke ratio (default:
 #                                runtime/models/default_float32.tflite if shipped, else the test
 #                                fixture pair tests/data/tiny_{int8,float32}.tflite, labelled so).
+#   CAPTCHA_EDGE_PI_RATIO_CASES=DIR  also measure the int8/float32 invoke ratio of every pair
+#                                DIR/NAME_int8.tflite + DIR/NAME_float32.tflite (issue 12's
+#                                regression cases; one summary line per pair).
 #   CAPTCHA_EDGE_PI_N=64         images used for bit-exactness and predict --json.
 #   CAPTCHA_EDGE_PI_REQUIRE_BITEXACT=1  fail unless every raw int8 output value equals x86's
 #                                (texts must always match).
@@ -288,6 +291,18 @@ if [[ -f "$FLOAT_MODEL" && -f "$RATIO_INT8" ]]; then
   HAVE_FLOAT=1
 elif [[ -n "${CAPTCHA_EDGE_PI_FLOAT_MODEL:-}" ]]; then
   die "float32 model not found: $FLOAT_MODEL (CAPTCHA_EDGE_PI_FLOAT_MODEL)"
+fi
+CASES="${CAPTCHA_EDGE_PI_RATIO_CASES:-}"
+if [[ -n "$CASES" ]]; then
+  [[ -d "$CASES" ]] || die "CAPTCHA_EDGE_PI_RATIO_CASES is not a folder: $CASES"
+  mkdir -p "$ROOTFS$GUEST_OUT/ratio-cases"
+  n_cases=0
+  for f in "$CASES"/*_int8.tflite; do
+    [[ -f "${f%_int8.tflite}_float32.tflite" ]] || die "no float32 twin of $f (expected ${f%_int8.tflite}_float32.tflite)"
+    cp "$f" "${f%_int8.tflite}_float32.tflite" "$ROOTFS$GUEST_OUT/ratio-cases/"
+    n_cases=$((n_cases + 1))
+  done
+  (( n_cases > 0 )) || die "no NAME_int8.tflite in CAPTCHA_EDGE_PI_RATIO_CASES=$CASES"
 fi
 export HAVE_FLOAT RATIO_WHAT
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"

@@ -160,6 +160,16 @@ else
   summary "int8/float32:" "NOT MEASURED (no float32 model; set CAPTCHA_EDGE_PI_FLOAT_MODEL)"
 fi
 
+if [[ -d "$OUT/ratio-cases" ]]; then
+  step "int8 vs float32 invoke time of the regression cases under emulation"
+  for f in "$OUT"/ratio-cases/*_int8.tflite; do
+    name="$(basename "${f%_int8.tflite}")"
+    python tests/pi/invoke_ratio.py --int8 "$f" --float32 "${f%_int8.tflite}_float32.tflite" \
+      --image "$FIRST" --label "EMULATION, qemu-user $QEMU_CPU, case $name" | tee -a "$OUT/ratio_cases.txt"
+    summary "int8/float32:" "$(tail -n 1 "$OUT/ratio_cases.txt" | sed -n 's/.*: \([0-9.]*\)$/\1/p') x, case $name (EMULATION)"
+  done
+fi
+
 step "captcha-edge serve (the [serve] extra, pure-Python wheels): start, one request, SIGTERM"
 pip install -q "${WHEEL}[serve]"
 SERVE_LOG="$OUT/serve.log"
