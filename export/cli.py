@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import metadata as _metadata
-from .._common import CliParser, atomic_write, package_version
+from .._common import CliParser, atomic_write, die_with_parent, package_version
 from ..metadata import ModelMeta
 from .formats import FORMATS, INT8_OUTPUTS, parse_formats
 from .runfolder import (
@@ -207,17 +207,6 @@ def _calibration(a: argparse.Namespace, run: Run) -> ImageSet:
     return cal
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: on Linux, get SIGKILL when the CLI process dies."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
 def _keep(log: Path, dest: Path) -> None:
     """Copy the worker's log out of the temporary folder so that error messages can point at it."""
     try:
@@ -298,7 +287,7 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
         with log.open("ab") as lf:
             proc = subprocess.Popen([sys.executable, "-m", "captcha_edge.export._worker",
                                      str(job_file)], stdout=lf, stderr=subprocess.STDOUT,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
             try:
                 rc, events = _follow(a, proc, progress, results, log, keep_log, deadline)
             except BaseException:

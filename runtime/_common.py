@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Union
@@ -19,6 +21,18 @@ IMAGE_SUFFIXES = frozenset(
 
 #: The source-tree version; ``package_version()`` prefers the installed distribution's.
 SOURCE_VERSION = "0.1.0"
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: on Linux the child gets SIGKILL when the process that started it dies
+    (``PR_SET_PDEATHSIG``), so a killed CLI or server leaves no orphan worker behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def package_version() -> str:

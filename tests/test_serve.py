@@ -434,6 +434,7 @@ def test_without_the_extra_says_which_to_install() -> None:
     (["--models", "no_such_dir"], "--models no_such_dir: not a directory"),
     (["--model", str(MODEL), "--default-model", "x"], "--default-model 'x' is not served"),
     (["--model", str(MODEL), "--model", str(BAD / "text.png")], "text.png"),
+    (["--processes", "2", "--model", "nope.tflite"], "nope.tflite: cannot read model"),
 ])
 def test_startup_errors_are_one_line_exit_2(args: list[str], words: str) -> None:
     r = run_cli("serve", "--port", "0", *args)
@@ -579,3 +580,74 @@ def test_rejects_pixels_over_the_guard_in_a_batch(client: httpx.Client) -> None:
     results = r.json()["results"]
     assert r.status_code == 200 and "too large" in results[0]["error"]
     assert results[1]["error"] is None
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs of a process's children (Linux /proc)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(x) for x in text.split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_processes_share_one_port_and_one_metrics_view(tmp_path: Path, rec: Recognizer) -> None:
+    """--processes 2: both processes answer on the one port, /metrics sums them, SIGHUP reaches
+    both, a killed process is replaced, SIGTERM stops all with exit 0."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(MODEL, models / "a.tflite")
+    s = Server(tmp_path, "--models", str(models), "--processes", "2", "--workers", "1",
+               "--reload-interval", "0")
+    try:
+        assert "2 processes x 1 workers" in s.text()
+        kids = _children(s.proc.pid)
+        assert len(kids) == 2
+        seen: set[int] = set()
+        answers: dict[str, str] = {}
+
+        def one(img: Path) -> None:  # a new connection each: the kernel picks the process
+            with s.client() as c:
+                seen.add(c.get("/healthz").json()["process"])
+                r = c.post("/v1/recognize", params={"model": "a"}, content=img.read_bytes())
+                answers[img.name] = r.json()["results"][0]["text"]
+
+        imgs = (GOOD * 8)[:40]
+        for start in range(0, len(imgs), 8):
+            threads = [threading.Thread(target=one, args=(img,)) for img in imgs[start:start + 8]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        assert seen == {1, 2}
+        assert answers == {img.name: expected(rec, img)[0] for img in GOOD}
+        with s.client() as c:
+            metrics = c.get("/metrics").text
+        total = re.search(r'captcha_edge_requests_total\{model="a",status="200"\} (\S+)', metrics)
+        assert total and float(total.group(1)) == len(imgs), metrics  # both processes counted
+
+        # SIGHUP to the parent: every process re-reads the folder.
+        shutil.copy(MODEL_F32, models / "b.tflite")
+        s.proc.send_signal(signal.SIGHUP)
+        knows_b: dict[int, bool] = {}
+
+        def both_know_b() -> bool:
+            with s.client() as c:
+                k = c.get("/healthz").json()["process"]
+                knows_b[k] = "b" in [m["name"] for m in c.get("/v1/models").json()["models"]]
+            return knows_b.get(1, False) and knows_b.get(2, False)
+
+        assert _wait_for(both_know_b), knows_b
+
+        # A process that dies is replaced; the others keep answering meanwhile.
+        os.kill(kids[0], signal.SIGKILL)
+        assert _wait_for(lambda: "is serving again" in s.text()), s.text()
+        assert "restarting it" in s.text() and kids[0] not in _children(s.proc.pid)
+        assert len(_children(s.proc.pid)) == 2
+        with s.client() as c:
+            assert c.post("/v1/recognize", params={"model": "a"},
+                          content=GOOD[0].read_bytes()).status_code == 200
+        kids = _children(s.proc.pid)
+    finally:
+        code = s.stop()
+    assert code == 0, s.text()
+    assert "stopped" in s.text()
+    assert not any(Path(f"/proc/{k}").exists() for k in kids)  # no orphan left behind

@@ -23,6 +23,7 @@ EPILOG = """examples:
   captcha-edge serve                                   # bundled models on http://127.0.0.1:8000
   captcha-edge serve --model a.tflite --model b.tflite --workers 2
   captcha-edge serve --models /srv/models --host 0.0.0.0 --token "$TOKEN"
+  captcha-edge serve --processes 2 --workers 1          # 2 cores: one process per core
   curl --data-binary @captcha.png http://127.0.0.1:8000/v1/recognize
   curl -F file=@a.png -F file=@b.png 'http://127.0.0.1:8000/v1/recognize?model=b&top_k=3'
 endpoints: POST /v1/recognize, GET /v1/models, GET /healthz, GET /metrics (Prometheus),
@@ -69,6 +70,11 @@ def register(add: Callable[..., argparse.ArgumentParser],
     w = p.add_argument_group("work")
     w.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                    help="worker threads, one interpreter each per model (default: CPU count)")
+    w.add_argument("--processes", type=number_arg(int, 1, 64), default=1, metavar="N",
+                   help="server processes sharing the port, each with --workers threads "
+                        "(default 1). More than one spreads the Python side of each request "
+                        "(HTTP, image decoding) over the cores instead of one GIL; each "
+                        "process holds its own models (~80 MB); /metrics sums them all")
     w.add_argument("--batch-window-ms", type=_nonneg_float, default=0.0, metavar="MS",
                    help="micro-batching: images of requests that arrive within MS ms run as "
                         "one job (default 0 = off)")

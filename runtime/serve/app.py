@@ -17,15 +17,19 @@ Shape of the service:
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hmac
 import io
 import json
 import logging
+import os
 import platform
 import re
+import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -50,7 +54,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._common import package_version
+from .._common import die_with_parent, package_version
 from ..errors import CaptchaEdgeError
 from ..recognizer import DEFAULT_MODEL, Recognizer
 
@@ -255,9 +259,15 @@ class ModelSet:
 
 
 class Metrics:
-    """Prometheus metrics of one app (its own registry, so several apps can coexist)."""
+    """Prometheus metrics of one app (its own registry, so several apps can coexist).
 
-    def __init__(self) -> None:
+    With ``multiprocess_dir`` (``--processes N``: the parent sets ``PROMETHEUS_MULTIPROC_DIR``
+    for its children), every process writes its values there and :meth:`exposition` sums them
+    with prometheus-client's ``MultiProcessCollector``, so any process answers for all.
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry = CollectorRegistry()
         self.requests = Counter("captcha_edge_requests", "HTTP requests to /v1/recognize, by "
                                 "model and status code", ["model", "status"], registry=r)
@@ -274,10 +284,21 @@ class Metrics:
                                "thread", ["model"], registry=r,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.in_flight = Gauge("captcha_edge_requests_in_flight", "Requests being answered",
-                               registry=r)
-        self.models = Gauge("captcha_edge_models_loaded", "Models being served", registry=r)
+                               registry=r, multiprocess_mode="livesum")
+        self.models = Gauge("captcha_edge_models_loaded", "Models being served", registry=r,
+                            multiprocess_mode="livemax")
         self.reloads = Counter("captcha_edge_model_reloads", "Re-reads of the model files, by "
                                "result", ["result"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this app, or of all processes of a ``--processes N`` server."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return generate_latest(merged)
 
 
 # -- work -----------------------------------------------------------------------------------------
@@ -651,12 +672,15 @@ class Settings:
     max_images: int = 256
     token: str | None = None
     reload_interval: float = 2.0
+    #: ``--processes N``: this process's number (1..N), and the shared metrics folder.
+    process: int | None = None
+    metrics_dir: str | None = None
 
 
 def create_app(models: ModelSet, settings: Settings,
                on_ready: Callable[[], None] | None = None) -> Any:
     """Build the ASGI app (Starlette wrapped in :class:`Guard`) over loaded ``models``."""
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_dir)
     metrics.models.set(len(models.models))
     runner = Runner(settings.workers, metrics, settings.batch_window_ms, settings.max_batch)
     reload_now = asyncio.Event()
@@ -733,11 +757,14 @@ def create_app(models: ModelSet, settings: Settings,
 
     async def healthz(request: Request) -> Response:
         n = len(models.models)
-        body = {"status": "ok" if n else "no models", "models": n, "version": version}
+        body: dict[str, Any] = {"status": "ok" if n else "no models", "models": n,
+                                "version": version}
+        if settings.process is not None:
+            body["process"] = settings.process  # which of --processes N answered
         return JSONResponse(body, status_code=200 if n else 503)
 
     async def prometheus(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi)
@@ -841,40 +868,55 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(args: Any) -> int:
-    """``captcha-edge serve``: load the models, bind, serve until SIGTERM (then drain)."""
-    import uvicorn
+class _Refused(Exception):
+    """A usage or model problem found before serving: one line, exit code 2."""
 
-    def fail(msg: str) -> int:
-        print(f"captcha-edge serve: error: {msg}", file=sys.stderr)
-        return 2
 
+def _prepare(args: Any) -> tuple[ModelSet, str, str]:
+    """Load the models and pick the HTTP stack; :class:`_Refused` on any problem."""
     try:
         models = ModelSet(args.model, args.models, args.default_model, args.backend)
     except (CaptchaEdgeError, ValueError, ImportError) as exc:
-        return fail(str(exc))
-    settings = Settings(workers=args.workers, batch_window_ms=args.batch_window_ms,
-                        max_batch=args.max_batch, max_bytes=args.max_bytes,
-                        max_images=args.max_images, token=args.token,
-                        reload_interval=args.reload_interval)
+        raise _Refused(str(exc)) from None
     try:
         http, loop = server_stack(args.http, args.loop)
     except ImportError as exc:
-        return fail(str(exc))
+        raise _Refused(str(exc)) from None
+    return models, http, loop
+
+
+def _bind(args: Any) -> tuple[socket.socket, str]:
+    """The listening socket and its ``http://host:port`` (the real port when 0 was asked)."""
     try:
         sock = listening_socket(args.host, args.port)
     except OSError as exc:
-        return fail(f"--host {args.host} --port {args.port}: cannot bind ({exc.strerror})")
-    family = sock.family
+        raise _Refused(f"--host {args.host} --port {args.port}: cannot bind "
+                       f"({exc.strerror})") from None
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+    return sock, f"http://{shown}:{port}"
 
-    def ready() -> None:
-        names = ", ".join(models.models)
-        auth = "bearer token required" if args.token else "no authentication"
-        print(f"captcha-edge serve: listening on http://{shown}:{port} (models: {names}; "
-              f"{args.workers} workers; {auth}; {http} on {loop})", file=sys.stderr, flush=True)
 
+def _ready_line(args: Any, url: str, names: Sequence[str], http: str, loop: str) -> str:
+    auth = "bearer token required" if args.token else "no authentication"
+    procs = getattr(args, "processes", 1)
+    work = f"{args.workers} workers" if procs == 1 else \
+        f"{procs} processes x {args.workers} workers"
+    return (f"captcha-edge serve: listening on {url} (models: {', '.join(names)}; {work}; "
+            f"{auth}; {http} on {loop})")
+
+
+def _serve(args: Any, models: ModelSet, http: str, loop: str, sock: socket.socket,
+           ready: Callable[[], None], process: int | None = None,
+           metrics_dir: str | None = None) -> None:
+    """Run uvicorn on ``sock`` until SIGTERM/SIGINT, then drain."""
+    import uvicorn
+
+    settings = Settings(workers=args.workers, batch_window_ms=args.batch_window_ms,
+                        max_batch=args.max_batch, max_bytes=args.max_bytes,
+                        max_images=args.max_images, token=args.token,
+                        reload_interval=args.reload_interval, process=process,
+                        metrics_dir=metrics_dir)
     app = create_app(models, settings, on_ready=ready)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log,
                             timeout_keep_alive=max(1, round(args.keep_alive)),
@@ -888,5 +930,185 @@ def run(args: Any) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def run(args: Any) -> int:
+    """``captcha-edge serve``: load the models, bind, serve until SIGTERM (then drain)."""
+    if getattr(args, "processes", 1) > 1:
+        return run_processes(args)
+    try:
+        models, http, loop = _prepare(args)
+        sock, url = _bind(args)
+    except _Refused as exc:
+        print(f"captcha-edge serve: error: {exc}", file=sys.stderr)
+        return 2
+
+    def ready() -> None:
+        print(_ready_line(args, url, list(models.models), http, loop), file=sys.stderr,
+              flush=True)
+
+    _serve(args, models, http, loop, sock, ready)
     print("captcha-edge serve: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+# -- --processes N: one listening socket shared by N server processes -------------------------
+
+#: The environment variable that makes ``python -m captcha_edge.serve.app`` a child server.
+_CHILD_ENV = "CAPTCHA_EDGE_SERVE_CHILD"
+#: Seconds a child gets to load its models and report ready.
+_CHILD_START_S = 120.0
+
+
+class _Children:
+    """The parent's side of ``--processes N``: start, watch, restart, signal and reap children.
+
+    Each child is a fresh interpreter (``python -m captcha_edge.serve.app``) that inherits the
+    listening socket, so the kernel hands each new connection to whichever process accepts it
+    first, and one that dies loses no queued connection. A child writes one byte to a pipe
+    once it serves.
+    """
+
+    def __init__(self, args: Any, sock: socket.socket, metrics_dir: str) -> None:
+        self.args, self.sock, self.metrics_dir = args, sock, metrics_dir
+        self.ready_r, self.ready_w = os.pipe()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        plain = (str, int, float, bool, list, type(None))
+        self.argv = {k: v for k, v in vars(args).items() if isinstance(v, plain)}
+
+    def start(self, index: int) -> subprocess.Popen[bytes]:
+        spec = {"args": self.argv, "fd": self.sock.fileno(), "ready_fd": self.ready_w,
+                "process": index + 1, "metrics_dir": self.metrics_dir}
+        env = {**os.environ, _CHILD_ENV: json.dumps(spec),
+               "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        return subprocess.Popen([sys.executable, "-m", "captcha_edge.serve.app"], env=env,
+                                pass_fds=(self.sock.fileno(), self.ready_w),
+                                start_new_session=True,  # Ctrl-C reaches the parent only
+                                preexec_fn=die_with_parent)
+
+    def wait_ready(self, count: int, timeout: float) -> bool:
+        """Read ``count`` ready bytes; False when a child exits or time runs out first."""
+        deadline = time.monotonic() + timeout
+        while count > 0:
+            if any(p.poll() is not None for p in self.procs):
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if select.select([self.ready_r], [], [], min(left, 0.2))[0]:
+                count -= len(os.read(self.ready_r, count))
+        return True
+
+    def signal_all(self, sig: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def stop(self, grace: float) -> list[int]:
+        """SIGTERM every child, wait for their drain (then SIGKILL); their exit codes."""
+        from prometheus_client import multiprocess
+
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append(p.wait())
+            multiprocess.mark_process_dead(p.pid, self.metrics_dir)
+        os.close(self.ready_r)
+        os.close(self.ready_w)
+        return codes
+
+
+def run_processes(args: Any) -> int:
+    """``serve --processes N``: N server processes on one socket, under this supervisor.
+
+    Everything a user can get wrong (models, stack, port) is checked here first, so it fails
+    with one line and exit code 2 before any child starts. Signals: SIGTERM/SIGINT stop every
+    child (each drains its in-flight requests), SIGHUP is passed on (each re-reads the models).
+    A child that dies after start is restarted; the socket stays open, so no connection waiting
+    to be accepted is lost.
+    """
+    import shutil
+    import tempfile
+
+    def fail(msg: str) -> int:
+        print(f"captcha-edge serve: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        models, http, loop = _prepare(args)
+        sock, url = _bind(args)
+    except _Refused as exc:
+        return fail(str(exc))
+    names = list(models.models)
+    del models  # each child loads its own
+    metrics_dir = tempfile.mkdtemp(prefix="captcha-edge-metrics-")
+    kids = _Children(args, sock, metrics_dir)
+    flags = {"stop": False, "hup": False}
+
+    def on_stop(signum: int, frame: Any) -> None:
+        flags["stop"] = True
+
+    def on_hup(signum: int, frame: Any) -> None:
+        flags["hup"] = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hup)
+    grace = (args.drain_timeout or 30.0) + 10.0
+    try:
+        kids.procs = [kids.start(k) for k in range(args.processes)]
+        if not kids.wait_ready(args.processes, _CHILD_START_S):
+            kids.stop(grace)
+            return fail(f"a server process did not start (its error is above); "
+                        f"--processes {args.processes}")
+        print(_ready_line(args, url, names, http, loop), file=sys.stderr, flush=True)
+        while not flags["stop"]:
+            if flags["hup"]:
+                flags["hup"] = False
+                kids.signal_all(signal.SIGHUP)
+            for k, p in enumerate(kids.procs):
+                if p.poll() is not None and not flags["stop"]:
+                    print(f"captcha-edge serve: process {k + 1} (pid {p.pid}) exited with "
+                          f"code {p.returncode}; restarting it", file=sys.stderr, flush=True)
+                    kids.procs[k] = kids.start(k)
+            if select.select([kids.ready_r], [], [], 0.2)[0]:
+                for k in os.read(kids.ready_r, 64):  # restarted children, serving again
+                    print(f"captcha-edge serve: process {k} (pid {kids.procs[k - 1].pid}) is "
+                          "serving again", file=sys.stderr, flush=True)
+        codes = kids.stop(grace)
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    print("captcha-edge serve: stopped", file=sys.stderr, flush=True)
+    # -SIGTERM: a restarted child stopped while it was still loading its models
+    return 0 if all(c in (0, -signal.SIGTERM) for c in codes) else 1
+
+
+def _child_main() -> int:
+    """A ``--processes N`` child: serve on the inherited socket until the parent's SIGTERM."""
+    spec = json.loads(os.environ.pop(_CHILD_ENV))
+    args = argparse.Namespace(**spec["args"])
+    sock = socket.socket(fileno=spec["fd"])
+    ready_fd = spec["ready_fd"]
+    try:
+        models, http, loop = _prepare(args)
+    except _Refused as exc:
+        print(f"captcha-edge serve: error: process {spec['process']}: {exc}", file=sys.stderr)
+        return 2
+
+    def ready() -> None:
+        os.write(ready_fd, bytes([spec["process"]]))
+
+    _serve(args, models, http, loop, sock, ready, process=spec["process"],
+           metrics_dir=spec["metrics_dir"])
+    return 0
+
+
+if __name__ == "__main__" and _CHILD_ENV in os.environ:
+    sys.exit(_child_main())
