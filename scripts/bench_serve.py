@@ -68,12 +68,24 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its live child processes (``serve --processes N`` runs N children)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return [pid, *(int(k) for k in kids)]
+
+
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+    """Resident memory of ``pid`` and its live children, MB."""
+    total = 0
+    for p in tree(pid):
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return round(total / 1024, 1)
 
 
 class Proc:
@@ -116,9 +128,13 @@ class Proc:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its reaped children, from /proc."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process, its live children and its reaped ones (/proc)."""
+    total = 0
+    for p in tree(pid):
+        fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        # utime, stime; for the top process also cutime, cstime (its reaped children)
+        total += sum(int(x) for x in fields[11:15 if p == pid else 13])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -212,7 +228,8 @@ def dddd_venv() -> tuple[Path, bool]:
 
 def serve_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
-            "--workers", str(args.workers), "--max-images", "256", *extra]
+            "--workers", str(args.workers), "--processes", str(args.processes),
+            "--max-images", "256", *extra]
     if args.model:
         argv += ["--model", args.model]
     return argv
@@ -222,7 +239,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=str(DEFAULT_IMAGES))
     ap.add_argument("--model", default=None, help="default: the bundled int8 model")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="serve --workers (threads per process)")
+    ap.add_argument("--processes", type=int, default=1, help="serve --processes")
+    ap.add_argument("--window-ms", type=float, default=2.0,
+                    help="--batch-window-ms of the micro-batched run (default 2)")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--requests", type=int, default=3000, help="per configuration (bound)")
     ap.add_argument("--seconds", type=float, default=20.0, help="per configuration (bound)")
@@ -245,7 +265,7 @@ def main() -> int:
                                           text=True).stdout.strip(),
         "images": f"{len(files)} PNGs from {Path(args.images).name}",
         "model": args.model or "the bundled models; default_float32 answers on x86-64",
-        "workers": args.workers,
+        "workers": args.workers, "processes": args.processes,
         "client": f"aiohttp {aiohttp.__version__} ClientSession, same host",
         "bounds": {"requests": args.requests, "seconds": args.seconds},
     }
@@ -259,7 +279,8 @@ def main() -> int:
         atomic_write_json(args.out, out)
 
     if "serve" in only:
-        for label, extra in (("serve", []), ("serve_microbatch_2ms", ["--batch-window-ms", "2"])):
+        for label, extra in (("serve", []), (f"serve_microbatch_{args.window_ms:g}ms",
+                                             ["--batch-window-ms", str(args.window_ms)])):
             srv = Proc(serve_argv(args, extra), r"listening on (http://127\.0\.0\.1:\d+)")
             try:
                 rows = []
