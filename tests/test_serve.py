@@ -452,6 +452,17 @@ def test_port_in_use_is_one_line_exit_2() -> None:
     assert r.returncode == 2 and f"--port {port}: cannot bind" in r.stderr
 
 
+def test_a_second_multi_process_server_cannot_join_the_port(tmp_path: Path) -> None:
+    """--processes binds with SO_REUSEPORT on Linux; a second such server on the same port must
+    still be refused, not silently share it."""
+    s = Server(tmp_path, "--model", str(MODEL), "--processes", "2", "--workers", "1")
+    try:
+        r = run_cli("serve", "--model", str(MODEL), "--processes", "2", "--port", str(s.port))
+        assert r.returncode == 2 and f"--port {s.port}: cannot bind" in r.stderr, r.stderr
+    finally:
+        assert s.stop() == 0, s.text()
+
+
 # -- hot reload and drain --------------------------------------------------------------------------
 
 
