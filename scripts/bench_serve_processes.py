@@ -1,0 +1,93 @@
+"""A/B of ``captcha-edge serve`` process layouts on one machine: processes x worker threads.
+
+    python scripts/bench_serve_processes.py                    # 3 rounds, results to benchmarks/results/
+    python scripts/bench_serve_processes.py --rounds 1 --sizes 16
+
+Each round starts every layout in turn (so slow drifts of a shared machine hit them alike) and
+loads it with the aiohttp client of ``scripts/bench_serve.py``: one image per request at 16
+clients, then multipart requests of each ``--sizes`` images at 64 clients. Reported per layout
+and load: captchas/s of every round and their median, p99 latency, and the server's CPU time
+per captcha and cores used (all its processes, from /proc).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_serve as bench  # noqa: E402 -- the load generator and /proc helpers live there
+
+LAYOUTS = {"1 process x 2 workers": ["--workers", "2"],
+           "2 processes x 1 worker": ["--processes", "2", "--workers", "1"],
+           "2 processes x 2 workers": ["--processes", "2", "--workers", "2"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", default=str(bench.DEFAULT_IMAGES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sizes", default="16,32", help="images per batch request (default 16,32)")
+    ap.add_argument("--captchas", type=int, default=12000,
+                    help="captchas per measurement (bound; default 12000)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="per measurement (bound)")
+    ap.add_argument("--out", default=str(bench.ROOT / "benchmarks" / "results"
+                                         / "serve_processes.json"))
+    args = ap.parse_args()
+    files = sorted(Path(args.images).glob("*.png"))
+    if not files:
+        ap.error(f"--images {args.images}: no PNG files")
+    pngs = [(f.name, f.read_bytes()) for f in files]
+    loads = [("1 image/request, 16 clients", 1, 16)] + [
+        (f"{n} images/request, 64 clients", n, 64) for n in map(int, args.sizes.split(","))]
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rnd in range(args.rounds):
+        for layout, flags in LAYOUTS.items():
+            srv = bench.Proc([sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
+                              "--max-images", "256", *flags],
+                             r"listening on (http://127\.0\.0\.1:\d+)")
+            try:
+                for label, n, clients in loads:
+                    if n == 1:
+                        bodies: list[Any] = [data for _, data in pngs]
+                        kind = "ours"
+                    else:
+                        bodies = [pngs[i:i + n] for i in range(0, len(pngs) - n, n)]
+                        kind = "ours-batch"
+                    r = asyncio.run(bench.load(srv.url, bodies, clients, args.captchas // n,
+                                               args.seconds, n, kind, srv.proc.pid))
+                    rows.setdefault((layout, label), []).append(r)
+                    print(f"round {rnd + 1} | {layout} | {label}: {r['captchas_per_s']:.0f} "
+                          f"captchas/s, p99 {r['p99_ms']} ms, {r['server_cpu_cores_used']} "
+                          f"cores, errors {r['errors']}", flush=True)
+            finally:
+                srv.stop()
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+           "images": f"{len(files)} PNGs from {Path(args.images).name}",
+           "model": "the bundled models; default_float32 answers on x86-64",
+           "client": f"aiohttp {bench.aiohttp.__version__}, same host, same cores",
+           "rounds": args.rounds, "results": []}
+    for (layout, label), rs in rows.items():
+        out["results"].append({
+            "layout": layout, "load": label,
+            "captchas_per_s": [r["captchas_per_s"] for r in rs],
+            "median_captchas_per_s": round(statistics.median(r["captchas_per_s"] for r in rs), 1),
+            "p99_ms": [r["p99_ms"] for r in rs],
+            "server_cpu_ms_per_captcha": [r["server_cpu_ms_per_captcha"] for r in rs],
+            "server_cpu_cores_used": [r["server_cpu_cores_used"] for r in rs],
+            "errors": sum(r["errors"] for r in rs)})
+        print(f"{layout:26} {label:30} median {out['results'][-1]['median_captchas_per_s']:7.1f}")
+    bench.atomic_write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
