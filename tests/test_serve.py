@@ -662,3 +662,26 @@ def test_processes_share_one_port_and_one_metrics_view(tmp_path: Path, rec: Reco
     assert code == 0, s.text()
     assert "stopped" in s.text()
     assert not any(Path(f"/proc/{k}").exists() for k in kids)  # no orphan left behind
+
+
+def test_processes_without_reuseport_share_the_parents_socket(tmp_path: Path) -> None:
+    """Where SO_REUSEPORT does not balance (macOS, BSD) the children inherit the parent's
+    socket: the same service, forced here on Linux."""
+    log = tmp_path / "serve.log"
+    code = ("import sys\nimport captcha_edge.serve.app as app\napp.REUSE_PORT = False\n"
+            "from captcha_edge.cli import main\n"
+            f"sys.exit(main(['serve', '--port', '0', '--model', {str(MODEL)!r}, "
+            "'--processes', '2', '--workers', '1']))")
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=fh)
+    try:
+        assert _wait_for(lambda: "listening on" in log.read_text(), START_TIMEOUT), \
+            log.read_text()
+        url = re.search(r"listening on (http://\S+:\d+)", log.read_text()).group(1)  # type: ignore[union-attr]
+        for img in GOOD:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                assert c.get("/healthz").json()["process"] in (1, 2)
+                assert c.post("/v1/recognize", content=img.read_bytes()).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()

@@ -1059,6 +1059,9 @@ def run_processes(args: Any) -> int:
         print(f"captcha-edge serve: error: {msg}", file=sys.stderr)
         return 2
 
+    if os.name != "posix":
+        return fail(f"--processes {args.processes} needs a POSIX system (fork-free children "
+                    "inherit file descriptors); run one process per port behind a balancer")
     try:
         models, http, loop = _prepare(args)
         sock, url = _bind(args, reuse_port=REUSE_PORT)
