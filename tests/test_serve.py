@@ -650,7 +650,7 @@ def test_processes_share_one_port_and_one_metrics_view(tmp_path: Path, rec: Reco
 
         # A process that dies is replaced; the others keep answering meanwhile.
         os.kill(kids[0], signal.SIGKILL)
-        assert _wait_for(lambda: "is serving again" in s.text()), s.text()
+        assert _wait_for(lambda: "is serving again" in s.text(), START_TIMEOUT), s.text()
         assert "restarting it" in s.text() and kids[0] not in _children(s.proc.pid)
         assert len(_children(s.proc.pid)) == 2
         with s.client() as c:
