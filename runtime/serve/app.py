@@ -297,7 +297,7 @@ class Metrics:
         from prometheus_client import multiprocess
 
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
 
@@ -1037,7 +1037,7 @@ class _Children:
             except subprocess.TimeoutExpired:
                 p.kill()
                 codes.append(p.wait())
-            multiprocess.mark_process_dead(p.pid, self.metrics_dir)
+            multiprocess.mark_process_dead(p.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
         os.close(self.ready_r)
         os.close(self.ready_w)
         return codes
