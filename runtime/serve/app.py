@@ -877,6 +877,12 @@ class _Refused(Exception):
     """A usage or model problem found before serving: one line, exit code 2."""
 
 
+def _refuse(msg: object) -> int:
+    """Print the one-line start-up error; the exit code 2."""
+    print(f"captcha-edge serve: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def _prepare(args: Any) -> tuple[ModelSet, str, str]:
     """Load the models and pick the HTTP stack; :class:`_Refused` on any problem."""
     try:
@@ -951,8 +957,7 @@ def run(args: Any) -> int:
         models, http, loop = _prepare(args)
         sock, url = _bind(args)
     except _Refused as exc:
-        print(f"captcha-edge serve: error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc)
 
     def ready() -> None:
         print(_ready_line(args, url, list(models.models), http, loop), file=sys.stderr,
@@ -1006,11 +1011,12 @@ class _Children:
                                 start_new_session=True,  # Ctrl-C reaches the parent only
                                 preexec_fn=die_with_parent)
 
-    def wait_ready(self, count: int, timeout: float) -> bool:
-        """Read ``count`` ready bytes; False when a child exits or time runs out first."""
+    def wait_ready(self, count: int, timeout: float, stopping: Callable[[], bool]) -> bool:
+        """Read ``count`` ready bytes; False when a child exits, ``stopping()`` turns true or
+        time runs out first."""
         deadline = time.monotonic() + timeout
         while count > 0:
-            if any(p.poll() is not None for p in self.procs):
+            if stopping() or any(p.poll() is not None for p in self.procs):
                 return False
             left = deadline - time.monotonic()
             if left <= 0:
@@ -1055,18 +1061,14 @@ def run_processes(args: Any) -> int:
     import shutil
     import tempfile
 
-    def fail(msg: str) -> int:
-        print(f"captcha-edge serve: error: {msg}", file=sys.stderr)
-        return 2
-
     if os.name != "posix":
-        return fail(f"--processes {args.processes} needs a POSIX system (fork-free children "
-                    "inherit file descriptors); run one process per port behind a balancer")
+        return _refuse(f"--processes {args.processes} needs a POSIX system (the children "
+                       "inherit file descriptors); run one process per port behind a balancer")
     try:
         models, http, loop = _prepare(args)
         sock, url = _bind(args, reuse_port=REUSE_PORT)
     except _Refused as exc:
-        return fail(str(exc))
+        return _refuse(exc)
     names = list(models.models)
     del models  # each child loads its own
     metrics_dir = tempfile.mkdtemp(prefix="captcha-edge-metrics-")
@@ -1086,9 +1088,12 @@ def run_processes(args: Any) -> int:
     grace = (args.drain_timeout or 30.0) + 10.0
     try:
         kids.procs = [kids.start(k) for k in range(args.processes)]
-        if not kids.wait_ready(args.processes, _CHILD_START_S):
+        if not kids.wait_ready(args.processes, _CHILD_START_S, lambda: flags["stop"]):
             kids.stop(grace)
-            return fail(f"a server process did not start (its error is above); "
+            if flags["stop"]:  # SIGTERM or Ctrl-C while the children were starting
+                print("captcha-edge serve: stopped", file=sys.stderr, flush=True)
+                return 0
+            return _refuse(f"a server process did not start (its error is above); "
                         f"--processes {args.processes}")
         print(_ready_line(args, url, names, http, loop), file=sys.stderr, flush=True)
         while not flags["stop"]:
@@ -1125,12 +1130,10 @@ def _child_main() -> int:
         else:
             sock = socket.socket(fileno=spec["fd"])
     except OSError as exc:
-        print(f"captcha-edge serve: error: process {spec['process']}: cannot bind "
-              f"{spec['host']}:{spec['port']} ({exc.strerror})", file=sys.stderr)
-        return 2
+        return _refuse(f"process {spec['process']}: cannot bind {spec['host']}:{spec['port']} "
+                       f"({exc.strerror})")
     except _Refused as exc:
-        print(f"captcha-edge serve: error: process {spec['process']}: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"process {spec['process']}: {exc}")
 
     def ready() -> None:
         os.write(ready_fd, bytes([spec["process"]]))
