@@ -435,7 +435,8 @@ def test_fuzz_metadata_zip_bytes(edits: list[tuple[int, int, str]], cut: int) ->
 
 # -- the bundled models -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["default_int8.tflite", "default_float32.tflite"])
+@pytest.mark.parametrize("name", ["default_int8.tflite", "default_float32.tflite",
+                                  "default_dynamic.tflite"])
 def test_bundled_model_metadata_is_complete_and_carries_no_absolute_path(name: str) -> None:
     from captcha_edge import DEFAULT_MODEL
 

@@ -346,15 +346,15 @@ def test_accepted_connections_have_nagle_off() -> None:
         listening_socket("256.0.0.1", 0)
 
 
-def test_without_a_model_both_bundled_models_are_served() -> None:
+def test_without_a_model_every_bundled_model_is_served() -> None:
     import platform
 
     from captcha_edge.serve.app import ModelSet
 
     models = ModelSet()
-    assert set(models.models) == {"default_int8", "default_float32"}
+    assert set(models.models) == {"default_int8", "default_float32", "default_dynamic"}
     x86 = platform.machine().lower() in ("x86_64", "amd64")
-    assert models.default == ("default_float32" if x86 else "default_int8")
+    assert models.default == ("default_dynamic" if x86 else "default_int8")
     assert ModelSet(default="default_int8").default == "default_int8"  # the flag still wins
 
 

@@ -50,9 +50,9 @@ def register(add: Callable[..., argparse.ArgumentParser],
     p = add("serve", help_, [parents["backend"]], EPILOG)
     m = p.add_argument_group("models")
     m.add_argument("--model", "-m", action="append", default=[], metavar="PATH",
-                   help="a .tflite to serve, by its file stem; repeatable (default: both "
-                        "bundled models, default_float32 answering by default on x86-64, where "
-                        "it is ~3x faster, default_int8 elsewhere; unless --models is given)")
+                   help="a .tflite to serve, by its file stem; repeatable (default: the "
+                        "bundled models, default_dynamic answering by default on x86-64, where "
+                        "it is the fastest, default_int8 elsewhere; unless --models is given)")
     m.add_argument("--models", default=None, metavar="DIR",
                    help="serve every *.tflite in DIR by its file stem; re-read on change")
     m.add_argument("--default-model", default=None, metavar="NAME",

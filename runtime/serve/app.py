@@ -119,15 +119,16 @@ def _stamp(path: Path) -> tuple[int, int]:
 def bundled_models() -> tuple[list[Path], str]:
     """The bundled models to serve when none is named, and which one requests get by default.
 
-    Both are served (a request picks one with ``model=``). The default is the float32 twin on
-    x86-64, where XNNPACK runs it about 3x faster than the int8 file (0.74 vs 2.2 ms per
-    invoke, one thread; docs/serve.md), and the int8 model elsewhere.
+    All that ship are served (a request picks one with ``model=``). On x86-64 the default is the
+    fastest twin there: ``default_dynamic`` (int8 weights, float activations; XNNPACK runs it in
+    0.38 ms per invoke against float32's 0.58 and int8's 2.5, one thread, docs/serve.md), else
+    ``default_float32``. Elsewhere (ARM: a Pi) it is the int8 model, ~4x faster than float32 there.
     """
-    twin = DEFAULT_MODEL.with_name("default_float32.tflite")
-    if not twin.is_file():
-        return [DEFAULT_MODEL], DEFAULT_MODEL.stem
+    twins = [DEFAULT_MODEL.with_name(f"default_{f}.tflite") for f in ("dynamic", "float32")]
+    twins = [t for t in twins if t.is_file()]
     x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return [DEFAULT_MODEL, twin], (twin if x86 else DEFAULT_MODEL).stem
+    default = twins[0] if x86 and twins else DEFAULT_MODEL
+    return [DEFAULT_MODEL, *twins], default.stem
 
 
 class ModelSet:
