@@ -1,7 +1,7 @@
-"""A/B of ``captcha-edge serve`` process layouts on one machine: processes x worker threads.
+"""A/B of ``captcha-edge serve`` layouts on one machine: processes x worker threads x model.
 
     python scripts/bench_serve_processes.py                    # 3 rounds, results to benchmarks/results/
-    python scripts/bench_serve_processes.py --rounds 1 --sizes 16
+    python scripts/bench_serve_processes.py --rounds 1 --sizes 16 --layouts 2x1 --models default_dynamic
 
 Each round starts every layout in turn (so slow drifts of a shared machine hit them alike) and
 loads it with the aiohttp client of ``scripts/bench_serve.py``: one image per request at 16
@@ -24,9 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve as bench  # noqa: E402 -- the load generator and /proc helpers live there
 
-LAYOUTS = {"1 process x 2 workers": ["--workers", "2"],
-           "2 processes x 1 worker": ["--processes", "2", "--workers", "1"],
-           "2 processes x 2 workers": ["--processes", "2", "--workers", "2"]}
+LAYOUTS = {"1x2": ("1 process x 2 workers", ["--workers", "2"]),
+           "2x1": ("2 processes x 1 worker", ["--processes", "2", "--workers", "1"]),
+           "2x2": ("2 processes x 2 workers", ["--processes", "2", "--workers", "2"])}
 
 
 def main() -> int:
@@ -37,6 +37,10 @@ def main() -> int:
     ap.add_argument("--captchas", type=int, default=12000,
                     help="captchas per measurement (bound; default 12000)")
     ap.add_argument("--seconds", type=float, default=30.0, help="per measurement (bound)")
+    ap.add_argument("--layouts", default="1x2,2x1,2x2",
+                    help=f"processes x workers to run (default all: {','.join(LAYOUTS)})")
+    ap.add_argument("--models", default="default_dynamic,default_float32",
+                    help="bundled models that answer (--default-model), each with every layout")
     ap.add_argument("--out", default=str(bench.ROOT / "benchmarks" / "results"
                                          / "serve_processes.json"))
     args = ap.parse_args()
@@ -46,9 +50,16 @@ def main() -> int:
     pngs = [(f.name, f.read_bytes()) for f in files]
     loads = [("1 image/request, 16 clients", 1, 16)] + [
         (f"{n} images/request, 64 clients", n, 64) for n in map(int, args.sizes.split(","))]
+    layouts = {}
+    for key in args.layouts.split(","):
+        if key not in LAYOUTS:
+            ap.error(f"--layouts: unknown {key!r}; valid: {', '.join(LAYOUTS)}")
+        for model in args.models.split(","):
+            name, flags = LAYOUTS[key]
+            layouts[f"{name}, {model}"] = [*flags, "--default-model", model]
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rnd in range(args.rounds):
-        for layout, flags in LAYOUTS.items():
+        for layout, flags in layouts.items():
             srv = bench.Proc([sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
                               "--max-images", "256", *flags],
                              r"listening on (http://127\.0\.0\.1:\d+)")
@@ -71,7 +82,8 @@ def main() -> int:
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
            "images": f"{len(files)} PNGs from {Path(args.images).name}",
-           "model": "the bundled models; default_float32 answers on x86-64",
+           "model": "the bundled v2 model; the layout names the twin that answers (x86-64's "
+                    "default is default_dynamic)",
            "client": f"aiohttp {bench.aiohttp.__version__}, same host, same cores",
            "rounds": args.rounds, "results": []}
     for (layout, label), rs in rows.items():
@@ -83,7 +95,7 @@ def main() -> int:
             "server_cpu_ms_per_captcha": [r["server_cpu_ms_per_captcha"] for r in rs],
             "server_cpu_cores_used": [r["server_cpu_cores_used"] for r in rs],
             "errors": sum(r["errors"] for r in rs)})
-        print(f"{layout:26} {label:30} median {out['results'][-1]['median_captchas_per_s']:7.1f}")
+        print(f"{layout:42} {label:30} median {out['results'][-1]['median_captchas_per_s']:7.1f}")
     bench.atomic_write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0

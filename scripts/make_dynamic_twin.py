@@ -37,7 +37,6 @@ MODELS = ROOT / "runtime" / "models"
 def _rebuild_keras(it: Any, meta: Any) -> Any:
     """The inference graph with the weights of the float32 interpreter ``it``."""
     import tf_keras
-
     from captcha_edge.train.model import ModelConfig, build_inference_model
 
     ops = it._get_ops_details()
