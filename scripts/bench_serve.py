@@ -226,6 +226,24 @@ def dddd_venv() -> tuple[Path, bool]:
     return venv, True
 
 
+def start_dddd(venv: Path, probe: bytes) -> tuple[Proc, Path]:
+    """The FastAPI wrapper around ddddocr on a free port, answering; and its app folder."""
+    app_dir = Path(tempfile.mkdtemp())
+    (app_dir / "dddd_app.py").write_text(DDDD_APP)
+    port = free_port()
+    srv = Proc([str(venv / "bin" / "python"), "-m", "uvicorn", "dddd_app:app", "--host",
+                "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                "--app-dir", str(app_dir)], "", port_from_log=False, port=port)
+    # uvicorn at log level warning prints nothing when ready: poll the port instead.
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(srv.url + "/ocr", data=probe, timeout=5).read()
+            break
+        except OSError:
+            time.sleep(0.2)
+    return srv, app_dir
+
+
 def serve_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
             "--workers", str(args.workers), "--processes", str(args.processes),
@@ -304,20 +322,8 @@ def main() -> int:
 
     if "dddd" in only:
         venv, made = dddd_venv()
-        app_dir = Path(tempfile.mkdtemp())
-        (app_dir / "dddd_app.py").write_text(DDDD_APP)
-        port = free_port()
-        srv = Proc([str(venv / "bin" / "python"), "-m", "uvicorn", "dddd_app:app", "--host",
-                    "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                    "--app-dir", str(app_dir)], "", port_from_log=False, port=port)
+        srv, app_dir = start_dddd(venv, pngs[0])
         try:
-            # uvicorn at log level warning prints nothing when ready: poll the port instead.
-            for _ in range(600):
-                try:
-                    urllib.request.urlopen(srv.url + "/ocr", data=pngs[0], timeout=5).read()
-                    break
-                except OSError:
-                    time.sleep(0.2)
             rows = []
             for c in levels:
                 rows.append(asyncio.run(load(srv.url, pngs, c, max(200, args.requests // 10),

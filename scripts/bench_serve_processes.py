@@ -41,6 +41,8 @@ def main() -> int:
                     help=f"processes x workers to run (default all: {','.join(LAYOUTS)})")
     ap.add_argument("--models", default="default_dynamic,default_float32",
                     help="bundled models that answer (--default-model), each with every layout")
+    ap.add_argument("--dddd", action="store_true",
+                    help="also load the ddddocr FastAPI wrapper in every round")
     ap.add_argument("--out", default=str(bench.ROOT / "benchmarks" / "results"
                                          / "serve_processes.json"))
     args = ap.parse_args()
@@ -58,7 +60,22 @@ def main() -> int:
             name, flags = LAYOUTS[key]
             layouts[f"{name}, {model}"] = [*flags, "--default-model", model]
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    venv, made = bench.dddd_venv() if args.dddd else (None, False)
     for rnd in range(args.rounds):
+        if venv is not None:
+            srv, app_dir = bench.start_dddd(venv, pngs[0][1])
+            try:
+                for clients in (16, 64):
+                    label = f"1 image/request, {clients} clients"
+                    r = asyncio.run(bench.load(srv.url, [d for _, d in pngs], clients,
+                                               args.captchas // 4, args.seconds, 1, "dddd",
+                                               srv.proc.pid))
+                    rows.setdefault(("ddddocr FastAPI wrapper", label), []).append(r)
+                    print(f"round {rnd + 1} | ddddocr | {label}: {r['captchas_per_s']:.0f} "
+                          f"captchas/s, p99 {r['p99_ms']} ms, errors {r['errors']}", flush=True)
+            finally:
+                srv.stop()
+                bench.shutil.rmtree(app_dir, ignore_errors=True)
         for layout, flags in layouts.items():
             srv = bench.Proc([sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
                               "--max-images", "256", *flags],
@@ -96,6 +113,27 @@ def main() -> int:
             "server_cpu_cores_used": [r["server_cpu_cores_used"] for r in rs],
             "errors": sum(r["errors"] for r in rs)})
         print(f"{layout:42} {label:30} median {out['results'][-1]['median_captchas_per_s']:7.1f}")
+    if venv is not None:
+        best = max((r for r in out["results"] if not r["layout"].startswith("ddddocr")),
+                   key=lambda r: r["median_captchas_per_s"])
+        dddd = max((r for r in out["results"] if r["layout"].startswith("ddddocr")),
+                   key=lambda r: r["median_captchas_per_s"])
+        same = next(r for r in out["results"] if r["layout"].startswith("ddddocr")
+                    and r["load"].endswith("64 clients"))
+        out["best_vs_ddddocr"] = {
+            "ours": f"{best['layout']}, {best['load']}", "ddddocr": dddd["load"],
+            "ratio_of_medians": round(best["median_captchas_per_s"]
+                                      / dddd["median_captchas_per_s"], 1),
+            "ratio_at_64_clients": round(best["median_captchas_per_s"]
+                                         / same["median_captchas_per_s"], 1)}
+        print("best vs ddddocr:", out["best_vs_ddddocr"])
+        out["ddddocr_versions"] = bench.subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "from importlib.metadata import version "
+             "as v; print('ddddocr', v('ddddocr'), 'onnxruntime', v('onnxruntime'), "
+             "'fastapi', v('fastapi'), 'uvicorn', v('uvicorn'))"],
+            capture_output=True, text=True).stdout.strip()
+        if made:
+            bench.shutil.rmtree(venv.parent, ignore_errors=True)
     bench.atomic_write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0
