@@ -282,7 +282,7 @@ def main() -> int:
         "uptime_at_start": subprocess.run(["uptime"], capture_output=True,
                                           text=True).stdout.strip(),
         "images": f"{len(files)} PNGs from {Path(args.images).name}",
-        "model": args.model or "the bundled models; default_float32 answers on x86-64",
+        "model": args.model or "the bundled models; default_dynamic answers on x86-64",
         "workers": args.workers, "processes": args.processes,
         "client": f"aiohttp {aiohttp.__version__} ClientSession, same host",
         "bounds": {"requests": args.requests, "seconds": args.seconds},
