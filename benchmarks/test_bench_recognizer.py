@@ -1,7 +1,8 @@
 """End-to-end Recognizer benchmarks: PNG bytes -> text on one thread, per stage, and threads.
 
 Run with ``pytest benchmarks/test_bench_recognizer.py --benchmark-only``. Models: the bundled
-default int8 model when present, plus the tiny int8/float32 test fixtures. Images: the shared
+default int8 model when present, plus the tiny int8/float32 test fixtures (and, end to end only,
+the bundled float32 and dynamic-range twins). Images: the shared
 captcha_images_v2 PNGs as bytes (synthetic captcha-like PNGs when absent), read before timing.
 Targets (issue 5) are asserted on ratios measured in the same run: our work around invoke()
 (decode + preprocess + quantize + dequantize + CTC) <= 50 % of the bare invoke time, CTC <= 5 %
@@ -27,6 +28,9 @@ MODELS: dict[str, Path] = {"fixture-int8": FIXTURES / "tiny_int8.tflite",
                            "fixture-float32": FIXTURES / "tiny_float32.tflite"}
 if DEFAULT_MODEL.is_file():
     MODELS = {"default-int8": DEFAULT_MODEL, **MODELS}
+#: The bundled twins (x86 serving picks default_dynamic): end to end only.
+TWINS = {f"default-{f}": DEFAULT_MODEL.with_name(f"default_{f}.tflite")
+         for f in ("float32", "dynamic") if DEFAULT_MODEL.with_name(f"default_{f}.tflite").is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +50,16 @@ def _cycle(items: list[bytes]):
     return nxt
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(MODELS) + list(TWINS))
 @pytest.mark.benchmark(group="recognizer-e2e-1-thread")
 def test_end_to_end_png_bytes(benchmark, pngs: list[bytes], name: str) -> None:
     """PNG bytes -> text with Recognizer.predict on one interpreter thread."""
-    rec = Recognizer(MODELS[name], num_threads=1)
+    path = {**MODELS, **TWINS}[name]
+    rec = Recognizer(path, num_threads=1)
     nxt = _cycle(pngs)
     text = benchmark(lambda: rec.predict(nxt()))
     assert isinstance(text, str)
-    benchmark.extra_info["model_bytes"] = MODELS[name].stat().st_size
+    benchmark.extra_info["model_bytes"] = path.stat().st_size
 
 
 @pytest.mark.parametrize("name", list(MODELS))
