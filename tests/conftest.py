@@ -1,8 +1,11 @@
 """Shared fixtures: every decoder test runs once per available engine (ids ``py`` / ``cy``)."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from captcha_edge.decoder import ENGINES
@@ -26,3 +29,12 @@ def run_without_tensorflow(code: str) -> str:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def load_file_module(path: Path) -> ModuleType:
+    """Import a repo file that is not in the package (a script, an example) by its path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

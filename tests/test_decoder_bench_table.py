@@ -1,23 +1,19 @@
 """scripts/bench_decoder_table.py: table built from a benchmark JSON, docs block rewritten."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_file_module
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_decoder_table.py"
 
 
 @pytest.fixture(scope="module")
 def table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_decoder_table", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file_module(SCRIPT)
 
 
 def _bench(group: str, impl: str, median_s: float, per_call: int = 1) -> dict[str, object]:

@@ -2,7 +2,6 @@
 .tflite's own weights reproduces it, and the dynamic-range twin reads like it (needs TensorFlow)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +13,7 @@ pytest.importorskip("tf_keras")
 
 from captcha_edge import Recognizer, metadata
 from captcha_edge.synthetic import synthetic_pngs
+from conftest import load_file_module
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -24,11 +24,7 @@ FLOAT32 = ROOT / "tests" / "data" / "tiny_float32.tflite"
 
 @pytest.fixture(scope="module")
 def twin_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_dynamic_twin", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file_module(SCRIPT)
 
 
 def test_twin_of_the_fixture_has_int8_weights_and_reads_like_float32(twin_script, tmp_path):

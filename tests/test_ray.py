@@ -6,7 +6,6 @@ skipped without Ray (the dev extra installs it).
 """
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import shutil
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from captcha_edge import Recognizer
+from conftest import load_file_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -63,10 +63,7 @@ def test_unpickled_recognizer_builds_interpreters_lazily_per_thread() -> None:
 def test_ray_data_example_reads_a_folder(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
-    spec = importlib.util.spec_from_file_location("ray_folder", ROOT / "examples" / "ray_folder.py")
-    assert spec and spec.loader
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_file_module(ROOT / "examples" / "ray_folder.py")
 
     folder = tmp_path / "imgs"
     folder.mkdir()
