@@ -483,10 +483,7 @@ def inspect(p: Plan, c: Converted, fmt: str, flat: bytes) -> Tuple[Dict[str, Any
 def package(p: Plan, c: Converted, fmt: str, flat: bytes, row: Dict[str, Any],
             v: Any) -> None:
     """Stage 4: embed the metadata (through ModelMeta) and write the file atomically."""
-    accuracy = None
-    if v is not None:
-        accuracy = {"seq_acc": v.seq_acc, "cer": v.cer, "frame_agreement": v.agreement,
-                    "keras_seq_acc": c.keras_acc, "images": v.images, "split": "validation"}
+    accuracy = v.accuracy(c.keras_acc) if v is not None else None
     cal = p.cal if fmt == "int8" else None
     choice = c.int8_choice if fmt == "int8" else None
     calibration = None

@@ -187,6 +187,12 @@ class Verification:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def accuracy(self, reference_acc: Optional[float]) -> Dict[str, Any]:
+        """The metadata's ``accuracy`` entry: this run on the validation split, beside the
+        sequence accuracy of the model it was converted from (``keras_seq_acc``)."""
+        return {"seq_acc": self.seq_acc, "cer": self.cer, "frame_agreement": self.agreement,
+                "keras_seq_acc": reference_acc, "images": self.images, "split": "validation"}
+
 
 def scores(probs: np.ndarray, labels: Sequence[str], charset: str,
            blank: int) -> Tuple[float, float]:

@@ -244,6 +244,15 @@ def start_dddd(venv: Path, probe: bytes) -> tuple[Proc, Path]:
     return srv, app_dir
 
 
+def dddd_versions(venv: Path) -> str:
+    """ddddocr's, onnxruntime's, FastAPI's and uvicorn's versions in the ddddocr venv."""
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "from importlib.metadata import version as v; "
+         "print('ddddocr', v('ddddocr'), 'onnxruntime', v('onnxruntime'), 'fastapi', "
+         "v('fastapi'), 'uvicorn', v('uvicorn'))"],
+        capture_output=True, text=True).stdout.strip()
+
+
 def serve_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
             "--workers", str(args.workers), "--processes", str(args.processes),
@@ -330,11 +339,7 @@ def main() -> int:
                                              args.seconds, 1, "dddd", srv.proc.pid)))
                 print("ddddocr", rows[-1], flush=True)
             out["ddddocr_fastapi"] = rows
-            out["ddddocr_versions"] = subprocess.run(
-                [str(venv / "bin" / "python"), "-c", "from importlib.metadata import version "
-                 "as v; print('ddddocr', v('ddddocr'), 'onnxruntime', v('onnxruntime'), "
-                 "'fastapi', v('fastapi'), 'uvicorn', v('uvicorn'))"],
-                capture_output=True, text=True).stdout.strip()
+            out["ddddocr_versions"] = dddd_versions(venv)
         finally:
             srv.stop()
             shutil.rmtree(app_dir, ignore_errors=True)

@@ -127,11 +127,7 @@ def main() -> int:
             "ratio_at_64_clients": round(best["median_captchas_per_s"]
                                          / same["median_captchas_per_s"], 1)}
         print("best vs ddddocr:", out["best_vs_ddddocr"])
-        out["ddddocr_versions"] = bench.subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "from importlib.metadata import version "
-             "as v; print('ddddocr', v('ddddocr'), 'onnxruntime', v('onnxruntime'), "
-             "'fastapi', v('fastapi'), 'uvicorn', v('uvicorn'))"],
-            capture_output=True, text=True).stdout.strip()
+        out["ddddocr_versions"] = bench.dddd_versions(venv)
         if made:
             bench.shutil.rmtree(venv.parent, ignore_errors=True)
     bench.atomic_write_json(args.out, out)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
@@ -127,20 +128,17 @@ def main(argv: Any = None) -> int:
         v = verify.evaluate("dynamic", flat, len(flat), images, labels, meta.charset,
                             meta.blank, ref)
         acc32, _ = verify.scores(ref, labels, meta.charset, meta.blank)
-        accuracy = {"seq_acc": v.seq_acc, "cer": v.cer, "frame_agreement": v.agreement,
-                    "keras_seq_acc": acc32, "images": v.images, "split": "validation"}
+        accuracy = v.accuracy(acc32)
         print(f"validation ({v.images} images): dynamic {v.seq_acc:.4f} (float32 twin "
               f"{acc32:.4f}), frame agreement {v.agreement:.4f}, invoke {v.latency_ms:.3f} ms",
               file=sys.stderr)
-    out = M.ModelMeta(
-        charset=meta.charset, blank=meta.blank, preprocess=meta.preprocess,
-        input_shape=meta.input_shape, time_steps=meta.time_steps, format="dynamic",
-        input_dtype=row["input_dtype"], output_dtype=row["output_dtype"],
-        input_quant=row["input_quant"], output_quant=row["output_quant"],
-        stateful=verify.is_stateful(flat), batch=meta.batch, calibration=None,
-        route=meta.route, int8_route=None, label_lengths=meta.label_lengths,
-        exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        source_run=meta.source_run, package_version=package_version(), accuracy=accuracy)
+    # The float32 twin's metadata, with what differs for the dynamic file.
+    out = replace(meta, format="dynamic", input_dtype=row["input_dtype"],
+                  output_dtype=row["output_dtype"], input_quant=row["input_quant"],
+                  output_quant=row["output_quant"], stateful=verify.is_stateful(flat),
+                  calibration=None, int8_route=None, accuracy=accuracy,
+                  exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  package_version=package_version())
     data = M.embed(flat, out)
     atomic_write(a.out, data)
     print(f"make_dynamic_twin: {a.out.name} ({len(data)} bytes) from {a.float32.name}",
