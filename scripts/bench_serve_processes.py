@@ -5,9 +5,9 @@
 
 Each round starts every layout in turn (so slow drifts of a shared machine hit them alike) and
 loads it with the aiohttp client of ``scripts/bench_serve.py``: one image per request at 16
-clients, then multipart requests of each ``--sizes`` images at 64 clients. Reported per layout
-and load: captchas/s of every round and their median, p99 latency, and the server's CPU time
-per captcha and cores used (all its processes, from /proc).
+clients (``--single-clients``), then multipart requests of each ``--sizes`` images at 64
+clients. Reported per layout and load: captchas/s of every round and their median, p50 and p99
+latency, and the server's CPU time per captcha and cores used (all its processes, from /proc).
 """
 from __future__ import annotations
 
@@ -26,7 +26,12 @@ import bench_serve as bench  # noqa: E402 -- the load generator and /proc helper
 
 LAYOUTS = {"1x2": ("1 process x 2 workers", ["--workers", "2"]),
            "2x1": ("2 processes x 1 worker", ["--processes", "2", "--workers", "1"]),
-           "2x2": ("2 processes x 2 workers", ["--processes", "2", "--workers", "2"])}
+           "2x2": ("2 processes x 2 workers", ["--processes", "2", "--workers", "2"]),
+           # --batch-while-busy's A/B: its default (auto) is on with one worker, off with two.
+           "2x1-off": ("2 processes x 1 worker, --batch-while-busy off",
+                       ["--processes", "2", "--workers", "1", "--batch-while-busy", "off"]),
+           "1x2-on": ("1 process x 2 workers, --batch-while-busy on",
+                      ["--workers", "2", "--batch-while-busy", "on"])}
 
 
 def main() -> int:
@@ -34,6 +39,8 @@ def main() -> int:
     ap.add_argument("--images", default=str(bench.DEFAULT_IMAGES))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", default="16,32", help="images per batch request (default 16,32)")
+    ap.add_argument("--single-clients", default="16",
+                    help="client counts for one image per request (default 16)")
     ap.add_argument("--captchas", type=int, default=12000,
                     help="captchas per measurement (bound; default 12000)")
     ap.add_argument("--seconds", type=float, default=30.0, help="per measurement (bound)")
@@ -50,7 +57,8 @@ def main() -> int:
     if not files:
         ap.error(f"--images {args.images}: no PNG files")
     pngs = [(f.name, f.read_bytes()) for f in files]
-    loads = [("1 image/request, 16 clients", 1, 16)] + [
+    loads = [(f"1 image/request, {c} clients", 1, c)
+             for c in map(int, args.single_clients.split(","))] + [
         (f"{n} images/request, 64 clients", n, 64) for n in map(int, args.sizes.split(","))]
     layouts = {}
     for key in args.layouts.split(","):
@@ -108,6 +116,7 @@ def main() -> int:
             "layout": layout, "load": label,
             "captchas_per_s": [r["captchas_per_s"] for r in rs],
             "median_captchas_per_s": round(statistics.median(r["captchas_per_s"] for r in rs), 1),
+            "p50_ms": [r["p50_ms"] for r in rs],
             "p99_ms": [r["p99_ms"] for r in rs],
             "server_cpu_ms_per_captcha": [r["server_cpu_ms_per_captcha"] for r in rs],
             "server_cpu_cores_used": [r["server_cpu_cores_used"] for r in rs],

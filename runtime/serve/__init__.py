@@ -78,6 +78,11 @@ def register(add: Callable[..., argparse.ArgumentParser],
     w.add_argument("--batch-window-ms", type=_nonneg_float, default=0.0, metavar="MS",
                    help="micro-batching: images of requests that arrive within MS ms run as "
                         "one job (default 0 = off)")
+    w.add_argument("--batch-while-busy", choices=["auto", "on", "off"], default="auto",
+                   help="requests that queue while every worker is busy run together as the "
+                        "next free worker's job: no added wait, fewer thread hand-offs (~20 %% "
+                        "more requests/s measured). auto = on when --workers is 1, as with "
+                        "--processes 2 --workers 1 (default auto)")
     w.add_argument("--max-batch", type=_positive, default=64,
                    help="most images in one micro-batch (default 64)")
     w.add_argument("--max-bytes", type=_positive, default=4 * 1024 * 1024,

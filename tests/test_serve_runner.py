@@ -1,0 +1,132 @@
+"""The serve Runner in-process: which requests share a worker job, and that each gets its answer.
+
+A fake recognizer blocks its worker until released, so the requests that queue meanwhile are
+known exactly; jobs are counted by wrapping ``recognize_chunk`` (one call = one job).
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("prometheus_client")
+
+from captcha_edge.serve import app  # noqa: E402
+
+
+class SlowFake:
+    """recognize() answers the image bytes as text; the first ``hold`` calls wait for ``go``."""
+
+    def __init__(self, hold: int) -> None:
+        self.go = threading.Event()
+        self.hold = hold
+        self.seen: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def recognize(self, buf: Any, **opts: Any) -> Any:
+        data = buf.read()
+        with self.lock:
+            self.seen.append(data)
+            wait = len(self.seen) <= self.hold
+        if wait and not self.go.wait(10):
+            raise TimeoutError("never released")
+
+        class P:
+            text, confidence, alternatives = data.decode(), 1.0, ()
+        return P()
+
+
+def model_of(rec: SlowFake) -> app.LoadedModel:
+    return app.LoadedModel("fake", Path("fake.tflite"), rec, (0, 0))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def jobs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Images per worker job, in the order the jobs started."""
+    sizes: list[int] = []
+    real = app.recognize_chunk
+
+    def counted(rec: Any, items: Any, opts: Any) -> Any:
+        sizes.append(len(items))
+        return real(rec, items, opts)
+
+    monkeypatch.setattr(app, "recognize_chunk", counted)
+    return sizes
+
+
+async def until(cond: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def scenario(runner: app.Runner, rec: SlowFake, busy: int, queued: int,
+                   cancel: tuple[int, ...] = ()) -> list[Any]:
+    """``busy`` requests occupy the workers; ``queued`` more arrive; then the workers go free."""
+    runner.start()
+    model = model_of(rec)
+    try:
+        def send(i: int) -> asyncio.Task[Any]:
+            return asyncio.ensure_future(runner.run(model, [(f"r{i}", f"t{i}".encode())], {}))
+
+        tasks = [send(i) for i in range(busy)]
+        await until(lambda: len(rec.seen) == busy)  # every worker is now held
+        tasks += [send(i) for i in range(busy, busy + queued)]
+        await asyncio.sleep(0.05)
+        for i in cancel:  # these clients go away while their requests wait
+            tasks[i].cancel()
+        rec.go.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await runner.stop()
+
+
+def texts(results: list[Any]) -> list[Any]:
+    return [r if isinstance(r, BaseException) else [x["text"] for x in r] for r in results]
+
+
+def test_requests_that_queue_while_the_worker_is_busy_run_as_one_job(jobs: list[int]) -> None:
+    rec = SlowFake(hold=1)
+    runner = app.Runner(1, app.Metrics(), batching=True)
+    results = asyncio.run(scenario(runner, rec, busy=1, queued=4))
+    assert texts(results) == [[f"t{i}"] for i in range(5)]
+    assert jobs == [1, 4]
+
+
+def test_without_batching_every_request_is_its_own_job(jobs: list[int]) -> None:
+    rec = SlowFake(hold=1)
+    runner = app.Runner(1, app.Metrics(), batching=False)
+    results = asyncio.run(scenario(runner, rec, busy=1, queued=4))
+    assert texts(results) == [[f"t{i}"] for i in range(5)]
+    assert jobs == [1, 1, 1, 1, 1]
+
+
+def test_a_job_takes_at_most_its_share_of_the_queue(jobs: list[int]) -> None:
+    rec = SlowFake(hold=2)
+    runner = app.Runner(2, app.Metrics(), batching=True)
+    results = asyncio.run(scenario(runner, rec, busy=2, queued=6))
+    assert texts(results) == [[f"t{i}"] for i in range(8)]
+    assert jobs[:2] == [1, 1] and sum(jobs) == 8
+    # The first worker to come free finds 6 waiting and takes half; the other takes the rest.
+    assert max(jobs[2:]) == 3 and len(jobs) < 8, jobs
+
+
+def test_a_request_whose_client_left_costs_no_work(jobs: list[int]) -> None:
+    rec = SlowFake(hold=1)
+    runner = app.Runner(1, app.Metrics(), batching=True)
+    results = asyncio.run(scenario(runner, rec, busy=1, queued=3, cancel=(2,)))
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert texts(results[:2] + results[3:]) == [["t0"], ["t1"], ["t3"]]
+    assert b"t2" not in rec.seen and jobs == [1, 2]
+
+
+@pytest.mark.parametrize("choice,workers,on", [("auto", 1, True), ("auto", 2, False),
+                                               ("on", 2, True), ("off", 1, False)])
+def test_batch_while_busy_choice(choice: str, workers: int, on: bool) -> None:
+    assert app.batch_while_busy(choice, workers) is on
