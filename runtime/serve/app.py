@@ -362,9 +362,9 @@ class Runner:
     at once. While they run, new requests queue up and the next free worker takes them
     together: an idle server adds no wait, and a busy one makes one thread hand-off and one
     event-loop wake-up per job instead of per request (measured with one worker per process:
-    ~20 % more requests/s at 16 and 64 clients, the same p99). Each request is answered when
-    its job ends; answering each as soon as its own images are done brings the hand-offs back
-    and measured no faster than no batching.
+    7-15 % more requests/s at 16 clients and 25-30 % at 64, p99 no worse). Each request is
+    answered when its job ends; answering each as soon as its own images are done brings the
+    hand-offs back and measured no faster than no batching.
     """
 
     def __init__(self, workers: int, metrics: Metrics, window_ms: float = 0.0,
@@ -941,8 +941,8 @@ def _bind(args: Any, reuse_port: bool = False) -> tuple[socket.socket, str]:
 
 def batch_while_busy(choice: str, workers: int) -> bool:
     """``--batch-while-busy``: on, off, or auto = on with one worker thread per process (with
-    more, one worker's long job held up requests that another could have started: the p99 at
-    16 clients went from ~26 to ~31 ms, for no more requests/s)."""
+    two, one worker's job holds up requests that the other could have started: 15-26 % more
+    requests/s at 64 clients, but none at 16, where the p99 rose 3-5 ms in two of three runs)."""
     return choice == "on" or (choice == "auto" and workers == 1)
 
 
