@@ -1,6 +1,6 @@
 """``captcha-edge serve`` layouts under wrk, a C load generator: the server without its client.
 
-    python scripts/bench_serve_wrk.py                                  # results to benchmarks/results/
+    python scripts/bench_serve_wrk.py               # results to benchmarks/results/serve_wrk.json
     python scripts/bench_serve_wrk.py --layouts 2x1,2x1-off --clients 16 --rounds 3
 
 Why: the aiohttp client of ``scripts/bench_serve.py`` spends ~0.35 ms of CPU per request on the

@@ -81,8 +81,8 @@ def register(add: Callable[..., argparse.ArgumentParser],
     w.add_argument("--batch-while-busy", choices=["auto", "on", "off"], default="auto",
                    help="requests that queue while every worker is busy run together as the "
                         "next free worker's job: no added wait, fewer thread hand-offs (7-30 %% "
-                        "more requests/s measured with one worker per process). auto = on when --workers is 1, as with "
-                        "--processes 2 --workers 1 (default auto)")
+                        "more requests/s measured with one worker per process). auto = on "
+                        "when --workers is 1, as with --processes 2 --workers 1 (default auto)")
     w.add_argument("--max-batch", type=_positive, default=64,
                    help="most images in one micro-batch (default 64)")
     w.add_argument("--max-bytes", type=_positive, default=4 * 1024 * 1024,
