@@ -6,9 +6,12 @@ exported model's metadata; :func:`to_array` is the single function that applies 
 """
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import stat
+import struct
+import zlib
 from collections.abc import Mapping
 from typing import Any, BinaryIO, Union
 
@@ -16,6 +19,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
+
+_pyspng: Any
+try:  # optional (the [serve-fast] extra): libspng reads a plain PNG in ~60 % of Pillow's time
+    _pyspng = importlib.import_module("pyspng")
+except ImportError:  # the runtime itself needs only Pillow
+    _pyspng = None
 
 #: Images with more pixels than this are refused before decoding (decompression-bomb guard);
 #: arrays and PIL images get the same limit.
@@ -137,6 +146,84 @@ def _open_path(path: str, name: str) -> Any:
     return io.BytesIO(data)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour types that Pillow opens as these modes at bit depth 8 (grey, RGB).
+_SPNG_MODES = {0: "L", 2: "RGB"}
+
+
+def spng_enabled() -> bool:
+    """Whether PNG bytes are decoded by libspng (pyspng installed, and ``$CAPTCHA_EDGE_PNG``
+    is not ``pillow``)."""
+    return _pyspng is not None and os.environ.get("CAPTCHA_EDGE_PNG", "").lower() != "pillow"
+
+
+def _read_png_file(path: Any) -> bytes:
+    """The bytes of a regular file that starts like a PNG, else b"" (and Pillow opens it, with
+    its own checks and errors; a FIFO is never read here, so it is never consumed twice)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STREAM_BYTES:
+            return b""
+        with open(path, "rb") as f:
+            head = f.read(8)
+            return head + f.read() if head == _PNG_SIGNATURE else b""
+    except (OSError, ValueError, TypeError):  # Pillow's path reports these
+        return b""
+
+
+def _spng_array(src: Any) -> np.ndarray | None:
+    """The pixels of a PNG (``bytes``, ``bytearray``, ``io.BytesIO`` or the path of a regular
+    file) decoded by libspng (pyspng): (H, W) grey or (H, W, 3) RGB uint8; None for anything
+    else, and then Pillow reads the image as before.
+
+    Only a file that Pillow opens as mode L or RGB is taken: bit depth 8, colour type grey or RGB,
+    no ``tRNS`` (Pillow composites transparency) and no ``acTL`` (Pillow counts the frames of an
+    animated PNG), within :data:`MAX_PIXELS`, and every chunk before the image data with a good
+    CRC (Pillow checks those). PNG is lossless, so both decoders give the same pixels. Whatever
+    libspng refuses goes to Pillow too, so a bad file gets Pillow's error, as without pyspng.
+    """
+    if not spng_enabled():
+        return None
+    if isinstance(src, (bytes, bytearray)):
+        data = bytes(src)
+    elif isinstance(src, io.BytesIO):
+        data = src.getvalue()[src.tell():]
+    elif isinstance(src, (str, os.PathLike)):
+        data = _read_png_file(src)
+    else:
+        return None
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    pos, mode, shape = 8, None, None
+    try:
+        while True:
+            length, cid = struct.unpack_from(">I4s", data, pos)
+            if cid == b"IDAT":
+                break
+            end = pos + 8 + length
+            if len(data) < end + 4 or zlib.crc32(data[pos + 4:end]) != \
+                    struct.unpack_from(">I", data, end)[0]:
+                return None
+            if cid == b"IHDR":
+                if pos != 8 or length != 13:
+                    return None
+                w, h, depth, ctype = struct.unpack_from(">IIBB", data, 16)
+                mode = _SPNG_MODES.get(ctype) if depth == 8 else None
+                if mode is None or not 0 < w * h <= MAX_PIXELS:
+                    return None
+                shape = (h, w) if mode == "L" else (h, w, 3)
+            elif cid in (b"tRNS", b"acTL", b"IEND") or mode is None:
+                return None
+            pos = end + 4
+    except struct.error:  # cut short before the image data
+        return None
+    try:
+        arr = _pyspng.load(data)
+    except Exception:  # noqa: BLE001 -- anything libspng refuses, Pillow judges
+        return None
+    return arr if arr.shape == shape and arr.dtype == np.uint8 else None
+
+
 def load_image(src: ImageSource) -> Image.Image:
     """Open ``src`` (path, bytes, binary file, PIL image or uint8 array) as a decoded PIL image.
 
@@ -152,6 +239,9 @@ def load_image(src: ImageSource) -> Image.Image:
         return _checked_size(src, name)
     if isinstance(src, np.ndarray):
         return _from_array(src, name)
+    fast = _spng_array(src)
+    if fast is not None:
+        return Image.fromarray(fast)
     if isinstance(src, (bytes, bytearray)):
         if not src:
             raise ImageError(f"{name}: empty input (0 bytes)")
@@ -265,7 +355,10 @@ def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np
         ImageError: the image cannot be read or converted (see :func:`load_image`).
         TypeError: ``src`` is not an accepted image type.
     """
-    img = load_image(src)
+    fast = _spng_array(src)
+    if fast is not None and fast.shape == _shape(recipe):
+        return fast  # a grey (RGB) PNG of the model's size: the model input as it is
+    img = load_image(src) if fast is None else Image.fromarray(fast)
     name = _name(src)
     try:
         return _apply(img, recipe, name)
@@ -273,6 +366,12 @@ def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np
         raise
     except Exception as exc:  # noqa: BLE001 -- e.g. a lazily decoded PIL image that is corrupt
         raise _fail(name, f"cannot convert this {img.mode} image", exc) from None
+
+
+def _shape(recipe: Mapping[str, Any]) -> tuple[int, ...]:
+    """The shape of :func:`to_array`'s output for ``recipe``."""
+    h, w = int(recipe["height"]), int(recipe["width"])
+    return (h, w, 3) if channels(recipe) == 3 else (h, w)
 
 
 def _apply(img: Image.Image, recipe: Mapping[str, Any], name: str) -> np.ndarray:
