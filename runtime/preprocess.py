@@ -6,6 +6,7 @@ exported model's metadata; :func:`to_array` is the single function that applies 
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import os
@@ -19,12 +20,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
-
-_pyspng: Any
-try:  # optional (the [serve-fast] extra): libspng reads a plain PNG in ~60 % of Pillow's time
-    _pyspng = importlib.import_module("pyspng")
-except ImportError:  # the runtime itself needs only Pillow
-    _pyspng = None
 
 #: Images with more pixels than this are refused before decoding (decompression-bomb guard);
 #: arrays and PIL images get the same limit.
@@ -151,10 +146,20 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SPNG_MODES = {0: "L", 2: "RGB"}
 
 
+@functools.lru_cache(maxsize=None)
+def _pyspng() -> Any:
+    """pyspng, imported on first use (so ``import captcha_edge`` stays numpy and Pillow), or
+    None when it is not installed: it is optional, in the ``[serve-fast]`` extra."""
+    try:
+        return importlib.import_module("pyspng")
+    except ImportError:
+        return None
+
+
 def spng_enabled() -> bool:
-    """Whether PNG bytes are decoded by libspng (pyspng installed, and ``$CAPTCHA_EDGE_PNG``
-    is not ``pillow``)."""
-    return _pyspng is not None and os.environ.get("CAPTCHA_EDGE_PNG", "").lower() != "pillow"
+    """Whether plain PNGs are decoded by libspng, in ~60 % of Pillow's time: pyspng is installed
+    and ``$CAPTCHA_EDGE_PNG`` is not ``pillow``."""
+    return os.environ.get("CAPTCHA_EDGE_PNG", "").lower() != "pillow" and _pyspng() is not None
 
 
 def _read_png_file(path: Any) -> bytes:
@@ -218,7 +223,7 @@ def _spng_array(src: Any) -> np.ndarray | None:
     except struct.error:  # cut short before the image data
         return None
     try:
-        arr = _pyspng.load(data)
+        arr = _pyspng().load(data)
     except Exception:  # noqa: BLE001 -- anything libspng refuses, Pillow judges
         return None
     return arr if arr.shape == shape and arr.dtype == np.uint8 else None

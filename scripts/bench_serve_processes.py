@@ -31,7 +31,12 @@ LAYOUTS = {"1x2": ("1 process x 2 workers", ["--workers", "2"]),
            "2x1-off": ("2 processes x 1 worker, --batch-while-busy off",
                        ["--processes", "2", "--workers", "1", "--batch-while-busy", "off"]),
            "1x2-on": ("1 process x 2 workers, --batch-while-busy on",
-                      ["--workers", "2", "--batch-while-busy", "on"])}
+                      ["--workers", "2", "--batch-while-busy", "on"]),
+           # the PNG decoder's A/B: Pillow for every image, as without pyspng installed
+           "2x1-pillow": ("2 processes x 1 worker, PNGs by Pillow (CAPTCHA_EDGE_PNG=pillow)",
+                          ["--processes", "2", "--workers", "1"])}
+#: Environment of a layout's server, beyond this process's own.
+LAYOUT_ENV = {"2x1-pillow": {"CAPTCHA_EDGE_PNG": "pillow"}}
 
 
 def main() -> int:
@@ -66,7 +71,8 @@ def main() -> int:
             ap.error(f"--layouts: unknown {key!r}; valid: {', '.join(LAYOUTS)}")
         for model in args.models.split(","):
             name, flags = LAYOUTS[key]
-            layouts[f"{name}, {model}"] = [*flags, "--default-model", model]
+            layouts[f"{name}, {model}"] = ([*flags, "--default-model", model],
+                                           LAYOUT_ENV.get(key))
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     venv, made = bench.dddd_venv() if args.dddd else (None, False)
     for rnd in range(args.rounds):
@@ -84,10 +90,10 @@ def main() -> int:
             finally:
                 srv.stop()
                 bench.shutil.rmtree(app_dir, ignore_errors=True)
-        for layout, flags in layouts.items():
+        for layout, (flags, env) in layouts.items():
             srv = bench.Proc([sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0",
                               "--max-images", "256", *flags],
-                             r"listening on (http://127\.0\.0\.1:\d+)")
+                             r"listening on (http://127\.0\.0\.1:\d+)", env=env)
             try:
                 for label, n, clients in loads:
                     if n == 1:

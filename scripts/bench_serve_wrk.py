@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve as bench  # noqa: E402 -- server process and /proc helpers
-from bench_serve_processes import LAYOUTS  # noqa: E402
+from bench_serve_processes import LAYOUT_ENV, LAYOUTS  # noqa: E402
 
 LUA = Path(__file__).resolve().parent / "wrk_recognize.lua"
 
@@ -76,7 +76,8 @@ def main() -> int:
             name, flags = LAYOUTS[key]
             servers[name] = bench.Proc(
                 [sys.executable, "-m", "captcha_edge.cli", "serve", "--port", "0", *flags,
-                 "--default-model", args.model], r"listening on (http://127\.0\.0\.1:\d+)")
+                 "--default-model", args.model], r"listening on (http://127\.0\.0\.1:\d+)",
+                env=LAYOUT_ENV.get(key))
         for srv in servers.values():
             wrk(srv.url, max(clients), 2, paths)  # warm-up: connections, interpreters
         for rnd in range(args.rounds):

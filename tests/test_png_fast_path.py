@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -207,3 +209,11 @@ def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pp.spng_enabled() and pp._spng_array(data) is not None
     monkeypatch.setenv("CAPTCHA_EDGE_PNG", "pillow")
     assert not pp.spng_enabled() and pp._spng_array(data) is None
+
+
+def test_import_captcha_edge_does_not_import_pyspng() -> None:
+    """pyspng is imported on the first PNG, so ``import captcha_edge`` stays numpy + Pillow."""
+    code = ("import sys, captcha_edge; assert 'pyspng' not in sys.modules; "
+            "from captcha_edge import preprocess as pp; assert pp.spng_enabled(); "
+            "assert 'pyspng' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
