@@ -67,13 +67,15 @@ async def until(cond: Any) -> None:
 
 
 async def scenario(runner: app.Runner, rec: SlowFake, busy: int, queued: int,
-                   cancel: tuple[int, ...] = ()) -> list[Any]:
-    """``busy`` requests occupy the workers; ``queued`` more arrive; then the workers go free."""
+                   cancel: tuple[int, ...] = (), opts: Any = lambda i: {}) -> list[Any]:
+    """``busy`` requests occupy the workers; ``queued`` more arrive; then the workers go free.
+    Request ``i`` asks for the options ``opts(i)``."""
     runner.start()
     model = model_of(rec)
     try:
         def send(i: int) -> asyncio.Task[Any]:
-            return asyncio.ensure_future(runner.run(model, [(f"r{i}", f"t{i}".encode())], {}))
+            return asyncio.ensure_future(runner.run(model, [(f"r{i}", f"t{i}".encode())],
+                                                    opts(i)))
 
         tasks = [send(i) for i in range(busy)]
         await until(lambda: len(rec.seen) == busy)  # every worker is now held
@@ -124,6 +126,18 @@ def test_a_request_whose_client_left_costs_no_work(jobs: list[int]) -> None:
     assert isinstance(results[2], asyncio.CancelledError)
     assert texts(results[:2] + results[3:]) == [["t0"], ["t1"], ["t3"]]
     assert b"t2" not in rec.seen and jobs == [1, 2]
+
+
+def test_only_requests_with_the_same_options_share_a_job(jobs: list[int]) -> None:
+    rec = SlowFake(hold=1)
+    runner = app.Runner(1, app.Metrics(), batching=True)
+    # The same two options in either order are the same options; top_k alone is not.
+    asked = [{}, {"top_k": 2, "beam_width": 4}, {}, {"beam_width": 4, "top_k": 2}, {"top_k": 2}]
+    results = asyncio.run(scenario(runner, rec, busy=1, queued=4, opts=lambda i: asked[i]))
+    assert texts(results) == [[f"t{i}"] for i in range(5)]
+    # One worker: the queued four split into groups, run in the order each group first came.
+    assert jobs == [1, 2, 1, 1]
+    assert rec.seen == [b"t0", b"t1", b"t3", b"t2", b"t4"]
 
 
 @pytest.mark.parametrize("choice,workers,on", [("auto", 1, True), ("auto", 2, False),

@@ -346,7 +346,7 @@ def _chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
 @dataclass
 class _Pending:
     model: LoadedModel
-    opts_key: str
+    opts_key: tuple[tuple[str, Any], ...]  # the options, sorted: requests that share it share a job
     opts: dict[str, Any]
     items: list[tuple[str, bytes]]
     future: asyncio.Future[list[dict[str, Any]]]
@@ -409,7 +409,7 @@ class Runner:
         if self._queue is None:
             return await self._submit(model, items, opts, self.workers)
         fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
-        key = json.dumps(opts, sort_keys=True)
+        key = tuple(sorted(opts.items()))
         self._queue.put_nowait(_Pending(model, key, opts, items, fut))
         return await fut
 
@@ -434,7 +434,7 @@ class Runner:
                 nxt = queue.get_nowait()
                 batch.append(nxt)
                 count += len(nxt.items)
-            groups: dict[tuple[int, str], list[_Pending]] = {}
+            groups: dict[tuple[int, Any], list[_Pending]] = {}
             for p in batch:
                 if not p.future.done():  # a client that went away costs no work
                     groups.setdefault((id(p.model), p.opts_key), []).append(p)
