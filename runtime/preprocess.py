@@ -149,7 +149,7 @@ _SPNG_MODES = {0: "L", 2: "RGB"}
 @functools.lru_cache(maxsize=None)
 def _pyspng() -> Any:
     """pyspng, imported on first use (so ``import captcha_edge`` stays numpy and Pillow), or
-    None when it is not installed: it is optional, in the ``[serve-fast]`` extra."""
+    None when it is not installed: it is optional (the ``[fast-png]`` extra, in ``[serve-fast]``)."""
     try:
         return importlib.import_module("pyspng")
     except ImportError:
@@ -239,14 +239,17 @@ def load_image(src: ImageSource) -> Image.Image:
             too large, animated, unreadable).
         TypeError: ``src`` is none of the accepted types, or a file opened in text mode.
     """
+    fast = _spng_array(src)
+    return _decode(src) if fast is None else Image.fromarray(fast)
+
+
+def _decode(src: ImageSource) -> Image.Image:
+    """:func:`load_image` by Pillow (or for a PIL image or an array, without decoding)."""
     name = _name(src)
     if isinstance(src, Image.Image):
         return _checked_size(src, name)
     if isinstance(src, np.ndarray):
         return _from_array(src, name)
-    fast = _spng_array(src)
-    if fast is not None:
-        return Image.fromarray(fast)
     if isinstance(src, (bytes, bytearray)):
         if not src:
             raise ImageError(f"{name}: empty input (0 bytes)")
@@ -363,7 +366,7 @@ def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np
     fast = _spng_array(src)
     if fast is not None and fast.shape == _shape(recipe):
         return fast  # a grey (RGB) PNG of the model's size: the model input as it is
-    img = load_image(src) if fast is None else Image.fromarray(fast)
+    img = _decode(src) if fast is None else Image.fromarray(fast)
     name = _name(src)
     try:
         return _apply(img, recipe, name)

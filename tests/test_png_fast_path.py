@@ -217,3 +217,22 @@ def test_import_captcha_edge_does_not_import_pyspng() -> None:
             "from captcha_edge import preprocess as pp; assert pp.spng_enabled(); "
             "assert 'pyspng' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_png_left_to_pillow_is_looked_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """to_array() tries the fast path once, then goes to Pillow (no second read of the file)."""
+    calls: list[Any] = []
+    real = pp._spng_array
+
+    def spy(src: Any) -> Any:
+        calls.append(src)
+        return real(src)
+
+    monkeypatch.setattr(pp, "_spng_array", spy)
+    path = tmp_path / "rgba.png"
+    path.write_bytes(variants()["RGBA"])
+    for src in (variants()["RGBA"], path, variants()["L-odd-size"]):
+        calls.clear()
+        pp.to_array(src)
+        assert len(calls) == 1
