@@ -202,6 +202,16 @@ SERVE_RC=0
 wait "$SERVE_PID" || SERVE_RC=$?
 [[ "$SERVE_RC" == 0 ]] || { cat "$SERVE_LOG" >&2; echo "serve exited $SERVE_RC after SIGTERM" >&2; exit 1; }
 summary "serve:" "$SERVE_LINE; SIGTERM -> exit 0"
+
+step "pyspng (the [fast-png] extra, aarch64 wheel): PNGs by libspng, the same pixels and answers"
+pip install -q "${WHEEL}[fast-png]"
+python -c 'from captcha_edge import preprocess as p; assert p.spng_enabled(), "pyspng not usable"'
+run_pytest "libspng vs Pillow" "fast-png:" tests/test_png_fast_path.py
+captcha-edge predict --json --model "$MODEL" "${IMGS[@]}" > "$OUT/predict_aarch64_spng.jsonl"
+python -c 'import sys; a, b = (open(f, "rb").read() for f in sys.argv[1:]); sys.exit(a != b)' \
+  "$OUT/predict_aarch64.jsonl" "$OUT/predict_aarch64_spng.jsonl" \
+  || { echo "predict --json differs with pyspng installed" >&2; exit 1; }
+summary "fast-png:" "predict --json on ${#IMGS[@]} images: byte-identical with and without pyspng"
 deactivate
 
 step "second venv: captcha-edge[tflite] ($TFLITE_RUNTIME_SPEC, numpy<2), CAPTCHA_EDGE_BACKEND=tflite-runtime"
