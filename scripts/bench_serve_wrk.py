@@ -5,8 +5,9 @@
 
 Why: the aiohttp client of ``scripts/bench_serve.py`` spends ~0.35 ms of CPU per request on the
 same two cores as the server; wrk spends a few microseconds, so what it measures is closer to the
-server alone (and to a real deployment, whose clients are other machines). Needs ``wrk`` on PATH
-(Debian/Ubuntu: ``apt install wrk``); the request script is ``scripts/wrk_recognize.lua``.
+server alone (and to a real deployment, whose clients are other machines). Needs ``wrk``, Debian's
+package (run as root, the script installs it with apt-get; else ``apt install wrk``); the
+request script is ``scripts/wrk_recognize.lua``.
 
 Every layout is started at once, each on its own port (idle ones cost nothing), then the
 measurements are interleaved: per round and client count, each layout gets ``--seconds`` of wrk
@@ -43,6 +44,20 @@ def wrk(url: str, clients: int, seconds: float, paths: Path) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def install_wrk() -> bool:
+    """Debian's ``wrk`` package, the way scripts/bare-check.sh installs mmdebstrap: only as root
+    where apt-get exists. True when wrk is on PATH afterwards."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    print("bench_serve_wrk: installing Debian's wrk (apt-get install wrk)", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"],
+                 ["apt-get", "install", "-y", "-q", "--no-install-recommends", "wrk"]):
+        if subprocess.run(argv, env=env, check=False).returncode != 0:
+            return False
+    return shutil.which("wrk") is not None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=str(bench.DEFAULT_IMAGES))
@@ -55,9 +70,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(bench.ROOT / "benchmarks" / "results"
                                          / "serve_wrk.json"))
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench_serve_wrk: wrk is not on PATH (Debian/Ubuntu: apt install wrk)",
-              file=sys.stderr)
+    if shutil.which("wrk") is None and not install_wrk():
+        print("bench_serve_wrk: wrk is not on PATH (Debian/Ubuntu: apt install wrk; as root this "
+              "script installs it)", file=sys.stderr)
         return 2
     for key in args.layouts.split(","):
         if key not in LAYOUTS:

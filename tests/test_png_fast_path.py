@@ -23,7 +23,7 @@ from captcha_edge import ImageError
 from captcha_edge import preprocess as pp
 from PIL import Image
 
-pytest.importorskip("pyspng", reason="pyspng (the [serve-fast] extra) is not installed")
+pytest.importorskip("pyspng", reason="pyspng (the [fast-png] extra) is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "tests" / "data" / "images"
