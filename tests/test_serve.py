@@ -320,7 +320,7 @@ def test_accepted_connections_have_nagle_off() -> None:
     """Kept-alive answers must not wait for the client's delayed ACK (it cost ~45 ms a request)."""
     import asyncio
 
-    from captcha_edge.serve.app import listening_socket
+    from captcha_edge.serve.process import listening_socket
 
     sock = listening_socket("127.0.0.1", 0)
     seen: list[int] = []
@@ -349,7 +349,7 @@ def test_accepted_connections_have_nagle_off() -> None:
 def test_without_a_model_every_bundled_model_is_served() -> None:
     import platform
 
-    from captcha_edge.serve.app import ModelSet
+    from captcha_edge.serve.models import ModelSet
 
     models = ModelSet()
     assert set(models.models) == {"default_int8", "default_float32", "default_dynamic"}
@@ -396,7 +396,7 @@ def test_both_http_stacks_answer_refuse_and_drain(tmp_path: Path, http: str, loo
 def test_a_named_stack_that_is_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from captcha_edge.serve.app import server_stack
+    from captcha_edge.serve.process import server_stack
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -668,7 +668,7 @@ def test_processes_without_reuseport_share_the_parents_socket(tmp_path: Path) ->
     """Where SO_REUSEPORT does not balance (macOS, BSD) the children inherit the parent's
     socket: the same service, forced here on Linux."""
     log = tmp_path / "serve.log"
-    code = ("import sys\nimport captcha_edge.serve.app as app\napp.REUSE_PORT = False\n"
+    code = ("import sys\nimport captcha_edge.serve.process as process\nprocess.REUSE_PORT = False\n"
             "from captcha_edge.cli import main\n"
             f"sys.exit(main(['serve', '--port', '0', '--model', {str(MODEL)!r}, "
             "'--processes', '2', '--workers', '1']))")

@@ -16,7 +16,9 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("prometheus_client")
 
-from captcha_edge.serve import app  # noqa: E402
+from captcha_edge.serve import models, process  # noqa: E402
+from captcha_edge.serve import runner as serve_runner  # noqa: E402
+from captcha_edge.serve.metrics import Metrics  # noqa: E402
 
 
 class SlowFake:
@@ -41,21 +43,21 @@ class SlowFake:
         return P()
 
 
-def model_of(rec: SlowFake) -> app.LoadedModel:
-    return app.LoadedModel("fake", Path("fake.tflite"), rec, (0, 0))  # type: ignore[arg-type]
+def model_of(rec: SlowFake) -> models.LoadedModel:
+    return models.LoadedModel("fake", Path("fake.tflite"), rec, (0, 0))  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def jobs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Images per worker job, in the order the jobs started."""
     sizes: list[int] = []
-    real = app.recognize_chunk
+    real = serve_runner.recognize_chunk
 
     def counted(rec: Any, items: Any, opts: Any) -> Any:
         sizes.append(len(items))
         return real(rec, items, opts)
 
-    monkeypatch.setattr(app, "recognize_chunk", counted)
+    monkeypatch.setattr(serve_runner, "recognize_chunk", counted)
     return sizes
 
 
@@ -66,7 +68,7 @@ async def until(cond: Any) -> None:
         await asyncio.sleep(0.005)
 
 
-async def scenario(runner: app.Runner, rec: SlowFake, busy: int, queued: int,
+async def scenario(runner: serve_runner.Runner, rec: SlowFake, busy: int, queued: int,
                    cancel: tuple[int, ...] = (), opts: Any = lambda i: {}) -> list[Any]:
     """``busy`` requests occupy the workers; ``queued`` more arrive; then the workers go free.
     Request ``i`` asks for the options ``opts(i)``."""
@@ -95,7 +97,7 @@ def texts(results: list[Any]) -> list[Any]:
 
 def test_requests_that_queue_while_the_worker_is_busy_run_as_one_job(jobs: list[int]) -> None:
     rec = SlowFake(hold=1)
-    runner = app.Runner(1, app.Metrics(), batching=True)
+    runner = serve_runner.Runner(1, Metrics(), batching=True)
     results = asyncio.run(scenario(runner, rec, busy=1, queued=4))
     assert texts(results) == [[f"t{i}"] for i in range(5)]
     assert jobs == [1, 4]
@@ -103,7 +105,7 @@ def test_requests_that_queue_while_the_worker_is_busy_run_as_one_job(jobs: list[
 
 def test_without_batching_every_request_is_its_own_job(jobs: list[int]) -> None:
     rec = SlowFake(hold=1)
-    runner = app.Runner(1, app.Metrics(), batching=False)
+    runner = serve_runner.Runner(1, Metrics(), batching=False)
     results = asyncio.run(scenario(runner, rec, busy=1, queued=4))
     assert texts(results) == [[f"t{i}"] for i in range(5)]
     assert jobs == [1, 1, 1, 1, 1]
@@ -111,7 +113,7 @@ def test_without_batching_every_request_is_its_own_job(jobs: list[int]) -> None:
 
 def test_a_job_takes_at_most_its_share_of_the_queue(jobs: list[int]) -> None:
     rec = SlowFake(hold=2)
-    runner = app.Runner(2, app.Metrics(), batching=True)
+    runner = serve_runner.Runner(2, Metrics(), batching=True)
     results = asyncio.run(scenario(runner, rec, busy=2, queued=6))
     assert texts(results) == [[f"t{i}"] for i in range(8)]
     assert jobs[:2] == [1, 1] and sum(jobs) == 8
@@ -121,7 +123,7 @@ def test_a_job_takes_at_most_its_share_of_the_queue(jobs: list[int]) -> None:
 
 def test_a_request_whose_client_left_costs_no_work(jobs: list[int]) -> None:
     rec = SlowFake(hold=1)
-    runner = app.Runner(1, app.Metrics(), batching=True)
+    runner = serve_runner.Runner(1, Metrics(), batching=True)
     results = asyncio.run(scenario(runner, rec, busy=1, queued=3, cancel=(2,)))
     assert isinstance(results[2], asyncio.CancelledError)
     assert texts(results[:2] + results[3:]) == [["t0"], ["t1"], ["t3"]]
@@ -130,7 +132,7 @@ def test_a_request_whose_client_left_costs_no_work(jobs: list[int]) -> None:
 
 def test_only_requests_with_the_same_options_share_a_job(jobs: list[int]) -> None:
     rec = SlowFake(hold=1)
-    runner = app.Runner(1, app.Metrics(), batching=True)
+    runner = serve_runner.Runner(1, Metrics(), batching=True)
     # The same two options in either order are the same options; top_k alone is not.
     asked = [{}, {"top_k": 2, "beam_width": 4}, {}, {"beam_width": 4, "top_k": 2}, {"top_k": 2}]
     results = asyncio.run(scenario(runner, rec, busy=1, queued=4, opts=lambda i: asked[i]))
@@ -143,4 +145,4 @@ def test_only_requests_with_the_same_options_share_a_job(jobs: list[int]) -> Non
 @pytest.mark.parametrize("choice,workers,on", [("auto", 1, True), ("auto", 2, False),
                                                ("on", 2, True), ("off", 1, False)])
 def test_batch_while_busy_choice(choice: str, workers: int, on: bool) -> None:
-    assert app.batch_while_busy(choice, workers) is on
+    assert process.batch_while_busy(choice, workers) is on

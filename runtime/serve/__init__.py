@@ -1,8 +1,20 @@
 """``captcha-edge serve``: an HTTP recognition service (the ``[serve]`` extra).
 
 This module holds only the command-line side (parser and dispatch) and imports nothing beyond
-the standard library, so ``captcha-edge --help`` works without the extra. The ASGI application
-lives in :mod:`captcha_edge.serve.app` (Starlette, uvicorn, prometheus-client).
+the standard library, so ``captcha-edge --help`` works without the extra. The service itself
+(Starlette, uvicorn, prometheus-client) is split by job, and imports run one way, down::
+
+    process   the HTTP stack, the socket, uvicorn and its signals, the --processes supervisor
+      v
+    http      the Starlette app and routes, option parsing, Guard (token, --max-bytes), Settings
+      v
+    runner    the worker threads and the batching of recognition jobs
+      v
+    models    the served models and their hot reload
+
+and three leaves that import none of those: ``metrics`` (Prometheus) and ``errors``
+(HTTPError, BodyTooLarge), which any of them may import, and ``openapi`` (the /openapi.json
+document, for http). ``app`` only re-exports the names of the former single module.
 """
 from __future__ import annotations
 
@@ -128,6 +140,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"captcha-edge serve: needs the [serve] extra ({', '.join(missing)} missing): "
               f"{EXTRA_HINT}", file=sys.stderr)
         return 2
-    from .app import run
+    from .process import run
 
     return run(args)
