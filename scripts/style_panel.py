@@ -1,0 +1,327 @@
+"""The development panel of hard captcha styles: synthetic styles drawn offline, seeded.
+
+Each style is a pure function of ``(style, seed, index)``: the same call gives the same pixels on
+any machine with the pinned ``captcha`` and Pillow (fonts: the ``captcha`` package's
+DroidSansMono and Pillow's built-in scalable font, nothing from the system). A style folder holds
+``NNNNNNN.png`` files and a ``labels.csv`` (``file,label``), so training uses the same label
+option a user would give (``--labels DIR/labels.csv``).
+
+The styles are hard in different ways (issue 22), none of them a copy of a shared folder:
+
+- ``scratch-grey``: grey 200x80, 6 of 37 symbols, heavy scratches and dots over the glyphs;
+- ``wide-color``: RGBA 410-690x80 (width grows with the label), 4-8 of 36, coloured rotated
+  glyphs over black lines on a transparent background;
+- ``mixed-case``: the ``captcha`` package's ImageCaptcha, 160x60, 5 of 54 (upper and lower
+  case), its own noise curve and dots;
+- ``small``: 90x30, 4 of 26, thin glyphs and a noise line;
+- ``dotted-digits``: palette 240x80, 4 digits drawn as coloured dots on black;
+- ``varlen``: ImageCaptcha 240x60, 4-8 of 36.
+
+Examples:
+  python scripts/style_panel.py --out runs/panel                 # every style, 10000 + 2000
+  python scripts/style_panel.py --out runs/panel --styles small --train 500 --test 100
+  python scripts/style_panel.py --show scratch-grey --out /tmp/sheet.png   # a contact sheet
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+DIGITS = "0123456789"
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+UPPER = LOWER.upper()
+
+
+@dataclass(frozen=True)
+class Style:
+    """One panel style: how to draw it and its labels."""
+
+    name: str
+    charset: str
+    lengths: Tuple[int, int]
+    draw: Callable[[str, random.Random], Image.Image]
+    what: str
+
+
+def _captcha_font_path() -> str:
+    import captcha
+
+    return str(Path(captcha.__file__).parent / "data" / "DroidSansMono.ttf")
+
+
+_FONTS: Dict[Tuple[str, int], ImageFont.FreeTypeFont] = {}
+
+
+def _font(which: str, size: int) -> ImageFont.FreeTypeFont:
+    """``mono`` (DroidSansMono from the captcha package) or ``sans`` (Pillow's built-in)."""
+    key = (which, size)
+    if key not in _FONTS:
+        if which == "mono":
+            _FONTS[key] = ImageFont.truetype(_captcha_font_path(), size)
+        else:
+            font = ImageFont.load_default(size=size)
+            assert isinstance(font, ImageFont.FreeTypeFont), "Pillow was built without FreeType"
+            _FONTS[key] = font
+    return _FONTS[key]
+
+
+def _glyph(ch: str, font: ImageFont.FreeTypeFont, fill: Tuple[int, ...], angle: float,
+           mode: str = "RGBA") -> Image.Image:
+    """One character on a transparent tile, rotated by ``angle`` degrees."""
+    left, top, right, bottom = font.getbbox(ch)
+    w, h = right - left + 4, bottom - top + 4
+    tile = Image.new(mode, (w, h), (0, 0, 0, 0))
+    ImageDraw.Draw(tile).text((2 - left, 2 - top), ch, font=font, fill=fill)
+    return tile.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+
+
+def _place(canvas: Image.Image, text: str, rng: random.Random, font_of: Callable[[], ImageFont.FreeTypeFont],
+           fill_of: Callable[[], Tuple[int, ...]], angle: float, x0: float, x1: float,
+           y_jitter: float) -> None:
+    """Spread the glyphs of ``text`` over ``[x0, x1]`` with random rotation and height."""
+    W, H = canvas.size
+    step = (x1 - x0) / len(text)
+    for i, ch in enumerate(text):
+        g = _glyph(ch, font_of(), fill_of(), rng.uniform(-angle, angle))
+        cx = x0 + step * (i + 0.5) + rng.uniform(-0.12, 0.12) * step
+        cy = H / 2 + rng.uniform(-y_jitter, y_jitter) * H
+        canvas.alpha_composite(g, (int(cx - g.width / 2), int(max(0, min(H - g.height,
+                                                                          cy - g.height / 2)))))
+
+
+def _scratch_grey(text: str, rng: random.Random) -> Image.Image:
+    W, H = 200, 80
+    bg = rng.randint(200, 245)
+    img = Image.new("RGBA", (W, H), (bg, bg, bg, 255))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(250, 500)):  # dots under the text
+        x, y, v = rng.randrange(W), rng.randrange(H), rng.randint(60, 180)
+        d.point((x, y), fill=(v, v, v, 255))
+    ink = rng.randint(20, 90)
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(30, 40)),
+           lambda: (ink, ink, ink, 255), 18, 8, W - 8, 0.12)
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(10, 18)):  # heavy scratches over the text
+        v = rng.randint(30, 150)
+        pts = [(rng.uniform(-20, W + 20), rng.uniform(0, H)) for _ in range(rng.randint(2, 3))]
+        d.line(pts, fill=(v, v, v, 255), width=rng.randint(1, 3))
+    for _ in range(rng.randint(2, 4)):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(15, 60)
+        v = rng.randint(40, 140)
+        d.arc((x - r, y - r, x + r, y + r), rng.uniform(0, 360), rng.uniform(0, 360),
+              fill=(v, v, v, 255), width=rng.randint(1, 2))
+    for _ in range(rng.randint(150, 300)):  # dots over the text
+        x, y, v = rng.randrange(W), rng.randrange(H), rng.randint(20, 200)
+        d.point((x, y), fill=(v, v, v, 255))
+    return img.convert("L")
+
+
+def _wide_color(text: str, rng: random.Random) -> Image.Image:
+    H = 80
+    W = int(min(690, max(410, 86 * len(text) + rng.randint(-20, 20))))
+    img = Image.new("RGBA", (W, H), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(4, 8)):  # black lines under the glyphs
+        d.line([(rng.uniform(0, W), rng.uniform(0, H)) for _ in range(2)],
+               fill=(0, 0, 0, 255), width=rng.randint(2, 4))
+
+    def colour() -> Tuple[int, ...]:
+        import colorsys
+
+        r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.6, 0.95))
+        return (int(255 * r), int(255 * g), int(255 * b), 255)
+
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(44, 58)),
+           colour, 35, 12, W - 12, 0.1)
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(1, 3)):  # and a few over them
+        d.line([(rng.uniform(0, W), rng.uniform(0, H)) for _ in range(2)],
+               fill=(0, 0, 0, 255), width=rng.randint(1, 2))
+    return img
+
+
+def _image_captcha(width: int, height: int, sizes: Tuple[int, ...]) -> Callable[[str, random.Random], Image.Image]:
+    def draw(text: str, rng: random.Random) -> Image.Image:
+        from captcha_edge.train.data import _seeded_captcha  # the seeded `secrets` stand-in
+
+        with _seeded_captcha(rng) as ci:
+            img = ci.ImageCaptcha(width=width, height=height, font_sizes=sizes).generate_image(text)
+        return img.convert("RGB")
+    return draw
+
+
+def _small(text: str, rng: random.Random) -> Image.Image:
+    W, H = 90, 30
+    bg = tuple(rng.randint(215, 255) for _ in range(3))
+    img = Image.new("RGBA", (W, H), (*bg, 255))
+    ink = tuple(rng.randint(0, 110) for _ in range(3))
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(17, 22)),
+           lambda: (*ink, 255), 12, 4, W - 4, 0.1)
+    d = ImageDraw.Draw(img)
+    d.line([(0, rng.uniform(5, H - 5)), (W, rng.uniform(5, H - 5))], fill=(*ink, 255), width=1)
+    for _ in range(rng.randint(30, 60)):
+        d.point((rng.randrange(W), rng.randrange(H)), fill=(*ink, 255))
+    return img.convert("RGB")
+
+
+def _dotted_digits(text: str, rng: random.Random) -> Image.Image:
+    W, H = 240, 80
+    mask = Image.new("L", (W, H), 0)
+    tile = Image.new("RGBA", (W, H), (0, 0, 0, 0))
+    _place(tile, text, rng, lambda: _font("sans", rng.randint(50, 64)),
+           lambda: (255, 255, 255, 255), 15, 20, W - 20, 0.08)
+    mask = tile.getchannel("A")
+    px = mask.load()
+    img = Image.new("RGB", (W, H), (0, 0, 0))
+    d = ImageDraw.Draw(img)
+    pitch = rng.choice((3, 4))
+    ox, oy = rng.randrange(pitch), rng.randrange(pitch)
+    palette = [(rng.randint(120, 255), rng.randint(120, 255), rng.randint(120, 255))
+               for _ in range(3)]
+    for y in range(oy, H, pitch):
+        for x in range(ox, W, pitch):
+            if px[x, y] > 100 and rng.random() < 0.9:
+                d.point((x, y), fill=rng.choice(palette))
+                if pitch == 4 and rng.random() < 0.5:
+                    d.point((x + 1, y), fill=rng.choice(palette))
+    for _ in range(rng.randint(80, 160)):  # stray dots
+        d.point((rng.randrange(W), rng.randrange(H)), fill=rng.choice(palette))
+    return img.quantize(colors=16, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
+STYLES: Dict[str, Style] = {s.name: s for s in (
+    Style("scratch-grey", DIGITS + LOWER + "@", (6, 6), _scratch_grey,
+          "grey 200x80, heavy scratches and dots, 6 of 37"),
+    Style("wide-color", DIGITS + UPPER, (4, 8), _wide_color,
+          "RGBA 410-690x80, coloured rotated glyphs over black lines, 4-8 of 36"),
+    Style("mixed-case", "23456789" + "abcdefghjkmnpqrstuvwxyz" + "ABCDEFGHJKLMNPQRSTUVWXYZ",
+          (5, 5), _image_captcha(160, 60, (42, 50, 56)),
+          "ImageCaptcha 160x60, mixed case, 5 of 55"),
+    Style("small", "abcdefghjkmnpqrstuvwxyz234", (4, 4), _small,
+          "small 90x30, 4 of 26, a noise line and dots"),
+    Style("dotted-digits", DIGITS, (4, 4), _dotted_digits,
+          "palette 240x80, 4 digits drawn as coloured dots on black"),
+    Style("varlen", DIGITS + LOWER, (4, 8), _image_captcha(240, 60, (40, 46, 52)),
+          "ImageCaptcha 240x60, 4-8 of 36"),
+)}
+
+
+def label_of(style: Style, seed: int, index: int) -> str:
+    rng = random.Random(f"panel-label-{style.name}-{seed}-{index}")
+    k = rng.randint(*style.lengths)
+    return "".join(rng.choice(style.charset) for _ in range(k))
+
+
+def draw(style: Style, seed: int, index: int) -> Tuple[str, Image.Image]:
+    """The label and picture of one sample: a pure function of its arguments."""
+    text = label_of(style, seed, index)
+    return text, style.draw(text, random.Random(f"panel-image-{style.name}-{seed}-{index}"))
+
+
+def write_style(style: Style, out: Path, count: int, seed: int, start: int = 0,
+                progress: bool = False) -> Path:
+    """Write ``count`` samples of ``style`` (indices ``start..``) into ``out`` with labels.csv.
+
+    Files go to a temporary folder first, renamed into place when all are written, so a folder
+    that exists is complete.
+    """
+    if out.exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rows: List[Tuple[str, str]] = []
+    rng_iter = range(start, start + count)
+    if progress:
+        from tqdm import tqdm
+
+        rng_iter = tqdm(rng_iter, desc=f"drawing {style.name}", unit="img", leave=False)
+    for i in rng_iter:
+        text, img = draw(style, seed, i)
+        name = f"{i:07d}.png"
+        img.save(tmp / name)
+        rows.append((name, text))
+    with (tmp / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(("file", "label"))
+        w.writerows(rows)
+    os.replace(tmp, out)
+    return out
+
+
+def make_panel(out: Path, styles: Sequence[str], train: int, test: int, seed: int = 0,
+               progress: bool = True) -> Dict[str, Dict[str, Path]]:
+    """``out/STYLE/train`` and ``out/STYLE/test`` for each style; test indices never overlap."""
+    made: Dict[str, Dict[str, Path]] = {}
+    for name in styles:
+        st = STYLES[name]
+        made[name] = {
+            "train": write_style(st, out / name / f"train-{train}-s{seed}", train, seed, 0, progress),
+            "test": write_style(st, out / name / f"test-{test}-s{seed}", test, seed,
+                                10_000_000 - test, progress),
+        }
+    return made
+
+
+def contact_sheet(style: Style, n: int = 8, seed: int = 0) -> Image.Image:
+    tiles = [draw(style, seed, i) for i in range(n)]
+    W = max(im.width for _, im in tiles)
+    H = sum(im.height + 14 for _, im in tiles)
+    sheet = Image.new("RGB", (W, H), (255, 255, 255))
+    d = ImageDraw.Draw(sheet)
+    y = 0
+    for text, im in tiles:
+        rgba = im.convert("RGBA")
+        back = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        sheet.paste(Image.alpha_composite(back, rgba).convert("RGB"), (0, y))
+        d.text((2, y + im.height), text, fill=(200, 0, 0))
+        y += im.height + 14
+    return sheet
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="panel folder (or PNG with --show)")
+    p.add_argument("--styles", default=",".join(STYLES), help="comma-separated subset")
+    p.add_argument("--train", type=int, default=10000, help="training images per style")
+    p.add_argument("--test", type=int, default=2000, help="unseen test images per style")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", metavar="STYLE", help="write a contact sheet of STYLE to --out")
+    a = p.parse_args(argv)
+    if a.show:
+        if a.show not in STYLES:
+            print(f"style_panel: error: --show: unknown style {a.show!r} (known: "
+                  f"{', '.join(STYLES)})", file=sys.stderr)
+            return 2
+        buf = io.BytesIO()
+        contact_sheet(STYLES[a.show], seed=a.seed).save(buf, "PNG")
+        a.out.write_bytes(buf.getvalue())
+        return 0
+    names = [s.strip() for s in a.styles.split(",") if s.strip()]
+    bad = [s for s in names if s not in STYLES]
+    if bad:
+        print(f"style_panel: error: --styles: unknown {', '.join(bad)} (known: "
+              f"{', '.join(STYLES)})", file=sys.stderr)
+        return 2
+    for name, parts in make_panel(a.out, names, a.train, a.test, a.seed).items():
+        print(f"{name}: {parts['train']} ({a.train}), {parts['test']} ({a.test})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
