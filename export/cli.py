@@ -28,7 +28,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import metadata as _metadata
-from .._common import CliParser, atomic_write, die_with_parent, package_version
+from .._common import (
+    CliParser,
+    atomic_write,
+    die_with_parent,
+    package_version,
+    seconds_option,
+)
 from ..metadata import ModelMeta
 from .formats import FORMATS, INT8_OUTPUTS, parse_formats
 from .runfolder import (
@@ -123,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-drop", type=float, default=1.0, metavar="PP",
                    help="exit 1 when int8 sequence accuracy is more than PP percentage points "
                         "below the Keras model's (default 1.0)")
-    g.add_argument("--timeout", type=float, default=3600.0, metavar="S",
+    seconds_option(g, "--timeout", 3600.0,
                    help="give up on the conversion process after S seconds (default 3600)")
     g.add_argument("-q", "--quiet", action="store_true", help="print only the result table")
     return p

@@ -105,6 +105,13 @@ def number_arg(kind: Callable[[str], Any], minimum: float, maximum: float | None
     return parse
 
 
+def seconds_option(group: argparse._ActionsContainer, flag: str, default: float, help: str,
+                   kind: Callable[[str], Any] = float) -> argparse.Action:
+    """Add ``flag S``, a time in seconds parsed by ``kind`` (e.g. ``number_arg(float, 0)``), the
+    way every command spells one (``captcha-export --timeout``, ``serve --drain-timeout``)."""
+    return group.add_argument(flag, type=kind, default=default, metavar="S", help=help)
+
+
 class CliParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr and exit code 2."""
 

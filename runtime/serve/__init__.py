@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Callable
 
-from .._common import number_arg
+from .._common import number_arg, seconds_option
 
 #: The modules the service needs, by the distribution that provides them.
 REQUIRED = {"starlette": "starlette", "uvicorn": "uvicorn",
@@ -69,7 +69,7 @@ def register(add: Callable[..., argparse.ArgumentParser],
                    help="serve every *.tflite in DIR by its file stem; re-read on change")
     m.add_argument("--default-model", default=None, metavar="NAME",
                    help="model used when a request names none (default: the first)")
-    m.add_argument("--reload-interval", type=_nonneg_float, default=2.0, metavar="S",
+    seconds_option(m, "--reload-interval", 2.0, kind=_nonneg_float,
                    help="seconds between checks of the model files for changes; 0 = only "
                         "on SIGHUP (default 2)")
     n = p.add_argument_group("network")
@@ -101,10 +101,10 @@ def register(add: Callable[..., argparse.ArgumentParser],
                    help="largest request body in bytes; more gets 413 (default 4 MiB)")
     w.add_argument("--max-images", type=_positive, default=256,
                    help="most images in one request (default 256)")
-    w.add_argument("--keep-alive", type=_nonneg_float, default=75.0, metavar="S",
+    seconds_option(w, "--keep-alive", 75.0, kind=_nonneg_float,
                    help="seconds an idle client connection stays open (default 75: longer than "
                         "a load balancer's idle timeout, so the balancer closes first)")
-    w.add_argument("--drain-timeout", type=_nonneg_float, default=30.0, metavar="S",
+    seconds_option(w, "--drain-timeout", 30.0, kind=_nonneg_float,
                    help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
     w.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
                    help="HTTP parser: httptools (C; the [serve-fast] extra) or h11 (pure "
