@@ -308,18 +308,7 @@ def beam(
     return out
 
 
-def beam_batch(
-    p: npt.NDArray[np.float32],
-    blank: int,
-    is_log: bool,
-    beam_width: int,
-    top_k: int,
-    classes: Sequence[int] | None,
-    min_length: int,
-    max_length: int,
-    threshold: float,
-    want_conf: bool,
-) -> list[list[BeamTuple]]:
-    """:func:`beam` over the first axis of an ``(N, T, C)`` array."""
-    return [beam(x, blank, is_log, beam_width, top_k, classes, min_length, max_length,
-                 threshold, want_conf) for x in p]
+def beam_batch(p: npt.NDArray[np.float32], *options: Any) -> list[list[BeamTuple]]:
+    """:func:`beam` over the first axis of an ``(N, T, C)`` array; ``options`` are
+    :func:`beam`'s arguments after ``p`` (``blank`` ... ``want_conf``), in the same order."""
+    return [beam(x, *options) for x in p]

@@ -11,22 +11,12 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from captcha_edge.decoder import (
-    ENGINES,
-    beam_search,
-    beam_search_batch,
-    decode_beam,
-    decode_beam_batch,
-    decode_greedy,
-    decode_greedy_batch,
-    greedy_search,
-    greedy_search_batch,
-)
+from captcha_edge import decoder as dec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-pytestmark = pytest.mark.skipif("cython" not in ENGINES, reason="Cython engine not built")
+pytestmark = pytest.mark.skipif("cython" not in dec.ENGINES, reason="Cython engine not built")
 
 SYMS = "abcdefghijkl"
 
@@ -68,13 +58,13 @@ def test_cython_matches_python(case: tuple[np.ndarray, bool], data: st.DataObjec
         ),
     }
     common = {"blank": blank, "log_input": log_input}
-    g_py = greedy_search(x, syms, engine="python", **common)
-    g_cy = greedy_search(x, syms, engine="cython", **common)
+    g_py = dec.greedy_search(x, syms, engine="python", **common)
+    g_cy = dec.greedy_search(x, syms, engine="cython", **common)
     assert g_cy == g_py
-    assert decode_greedy(x, syms, engine="cython", **common) == g_py.text
-    assert decode_greedy(x, syms, engine="python", **common) == g_py.text
-    b_py = beam_search(x, syms, engine="python", **common, **kw)
-    b_cy = beam_search(x, syms, engine="cython", **common, **kw)
+    assert dec.decode_greedy(x, syms, engine="cython", **common) == g_py.text
+    assert dec.decode_greedy(x, syms, engine="python", **common) == g_py.text
+    b_py = dec.beam_search(x, syms, engine="python", **common, **kw)
+    b_cy = dec.beam_search(x, syms, engine="cython", **common, **kw)
     assert [b.labels for b in b_cy] == [b.labels for b in b_py]
     for c, p in zip(b_cy, b_py):
         assert c.log_prob == pytest.approx(p.log_prob, abs=1e-5)
@@ -85,8 +75,8 @@ def test_cython_matches_python(case: tuple[np.ndarray, bool], data: st.DataObjec
 @given(x=hnp.arrays(np.float32, st.tuples(st.integers(0, 5), st.integers(1, 20),
                                            st.just(6)), elements=st.floats(0.0, 1.0, width=32)))
 def test_batch_greedy_parity(x: np.ndarray) -> None:
-    assert decode_greedy_batch(x, "abcde", engine="cython", num_threads=2) == \
-        decode_greedy_batch(x, "abcde", engine="python")
+    assert dec.decode_greedy_batch(x, "abcde", engine="cython", num_threads=2) == \
+        dec.decode_greedy_batch(x, "abcde", engine="python")
 
 
 HOSTILE = st.one_of(
@@ -118,7 +108,7 @@ def any_arrays(draw: st.DrawFn) -> object:
 @given(x=any_arrays(), classes=st.sampled_from([-1, 2, 3, 4, 6]))
 def test_scan_twins_agree(x: object, classes: int) -> None:
     """The validator's scan (layout + value bits) is the same in both engines."""
-    assert ENGINES["cython"].scan(x, classes) == ENGINES["python"].scan(x, classes)
+    assert dec.ENGINES["cython"].scan(x, classes) == dec.ENGINES["python"].scan(x, classes)
 
 
 def _outcome(call: Callable[[], object]) -> tuple[str, object]:
@@ -138,11 +128,11 @@ def test_errors_and_answers_are_the_same_in_both_engines(
     C = x.shape[-1] if isinstance(x, np.ndarray) and x.ndim else 3
     syms = SYMS[: max(C - 1, 0)]
     kw = {"blank": blank, "log_input": log_input}
-    for fn, extra in [(decode_greedy, {}), (greedy_search, {}),
-                      (beam_search, {"beam_width": 4, "prune": None}),
-                      (decode_beam, {"min_length": 1}),
-                      (decode_greedy_batch, {}), (greedy_search_batch, {}),
-                      (beam_search_batch, {"beam_width": 3}), (decode_beam_batch, {})]:
+    for fn, extra in [(dec.decode_greedy, {}), (dec.greedy_search, {}),
+                      (dec.beam_search, {"beam_width": 4, "prune": None}),
+                      (dec.decode_beam, {"min_length": 1}),
+                      (dec.decode_greedy_batch, {}), (dec.greedy_search_batch, {}),
+                      (dec.beam_search_batch, {"beam_width": 3}), (dec.decode_beam_batch, {})]:
         py = _outcome(lambda: fn(x, syms, engine="python", **kw, **extra))
         cy = _outcome(lambda: fn(x, syms, engine="cython", **kw, **extra))
         assert cy == py, fn.__name__
