@@ -33,20 +33,12 @@ set -Eeuo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
 SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
-SUITE=bookworm
 ARCH=amd64
 # README, "Two commands on a fresh machine": python3-venv, a C compiler (gcc, python3-dev), and
 # git + make to clone and run; ca-certificates for pip over HTTPS.
 USER_PACKAGES="python3,python3-venv,python3-dev,gcc,make,git,ca-certificates"
-MIRRORS=(
-  "deb http://deb.debian.org/debian $SUITE main"
-  "deb http://deb.debian.org/debian $SUITE-updates main"
-  "deb http://deb.debian.org/debian-security $SUITE-security main"
-)
 CACHE="${CAPTCHA_EDGE_BARE_CACHE:-$HOME/.cache/captcha-edge/bare-rootfs}"
 STEPS="${BARE_STEPS:-demo test runtime}"
-KEY="$(printf '%s\n' "$SUITE" "$ARCH" apt "$USER_PACKAGES" "${MIRRORS[@]}" v1 | sha256sum | cut -c1-12)"
-BASE="$CACHE/rootfs-$SUITE-$ARCH-$KEY"
 GUEST_REPO=/work/captcha-edge
 T0=$(date +%s)
 
@@ -111,6 +103,9 @@ fi
 # ---------------------------------------------------------------------------------------------
 # shellcheck source=lib/host.sh
 source "$SCRIPT_DIR/lib/host.sh"
+# shellcheck source=lib/rootfs.sh
+source "$SCRIPT_DIR/lib/rootfs.sh"   # SUITE, MIRRORS
+BASE="$(rootfs_dir "$CACHE" "$ARCH" "$USER_PACKAGES")"
 parse_rootfs_args "$@"
 require_root_x86 "apt-get, mounts, chroot"
 

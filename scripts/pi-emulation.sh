@@ -47,16 +47,10 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
 SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 
-SUITE=bookworm
 ARCH=arm64
 # ccache: the Cython decoder takes minutes to compile under emulation; reruns of the same source reuse
 # the object compiled (under emulation, on aarch64) before.
 PACKAGES="python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates,ccache"
-MIRRORS=(
-  "deb http://deb.debian.org/debian $SUITE main"
-  "deb http://deb.debian.org/debian $SUITE-updates main"
-  "deb http://deb.debian.org/debian-security $SUITE-security main"
-)
 QEMU_CPU_MODEL="${CAPTCHA_EDGE_PI_CPU:-cortex-a72}"
 CACHE="${CAPTCHA_EDGE_PI_CACHE:-$HOME/.cache/captcha-edge/pi-rootfs}"
 N_IMAGES="${CAPTCHA_EDGE_PI_N:-64}"
@@ -70,8 +64,6 @@ ONLY_BINARY="numpy,pillow,ai-edge-litert,tflite-runtime,cython"
 TEST_DEPS=("pytest>=8,<10" "hypothesis>=6.100,<7")
 TFLITE_RUNTIME_SPEC="tflite-runtime==2.14.*"
 
-KEY="$(printf '%s\n' "$SUITE" "$ARCH" "apt" "$PACKAGES" "${MIRRORS[@]}" "v1" | sha256sum | cut -c1-12)"
-ROOTFS="$CACHE/rootfs-$SUITE-$ARCH-$KEY"
 GUEST_REPO=/work/captcha-edge          # ../shared sits beside it, as in a checkout
 GUEST_OUT=/work/out
 T0=$(date +%s)
@@ -141,6 +133,9 @@ if [[ "${CAPTCHA_EDGE_SKIP_PI:-}" == "1" ]]; then
 fi
 # shellcheck source=lib/host.sh
 source "$SCRIPT_DIR/lib/host.sh"
+# shellcheck source=lib/rootfs.sh
+source "$SCRIPT_DIR/lib/rootfs.sh"   # SUITE, MIRRORS
+ROOTFS="$(rootfs_dir "$CACHE" "$ARCH" "$PACKAGES")"   # exported to the inner part (below)
 parse_rootfs_args "$@"
 require_root_x86 "apt-get, binfmt_misc, mounts, chroot"
 
