@@ -63,6 +63,7 @@ def run(job: Dict[str, Any]) -> int:
               seconds=round(time.monotonic() - t0, 2))
     calib = np.load(job["calibration"]) if job.get("calibration") else None
     model = None
+    transformed: Any = None
     for fmt in job["formats"]:
         _emit(progress, event="start", step=fmt)
         t0 = time.monotonic()
@@ -74,6 +75,8 @@ def run(job: Dict[str, Any]) -> int:
             if model is None:
                 model = convert.rebuild(src, job["model_config"], route=job["route"],
                                         batch=job["batch"])
+                if job.get("transform", "none") != "none":
+                    transformed = convert.transform(model, job["transform"], calib)
             data = convert.to_tflite(model, fmt, calibration=calib,
                                      batch=job["batch"], int8_output=job["int8_output"])
             if not job.get("keep_names"):
@@ -88,7 +91,8 @@ def run(job: Dict[str, Any]) -> int:
         out = work / f"{fmt}.tflite"
         out.write_bytes(data)
         _emit(progress, event="done", step=fmt, path=str(out),
-              seconds=round(time.monotonic() - t0, 2))
+              seconds=round(time.monotonic() - t0, 2),
+              **({"transform": transformed} if transformed is not None else {}))
     return 0
 
 

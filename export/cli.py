@@ -286,6 +286,7 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
                "formats": todo, "calibration": str(calib) if calib else None,
                "reference": need_ref, "int8_output": a.int8_output, "workdir": str(work),
                "keep_names": getattr(a, "keep_tensor_names", False),
+               "transform": getattr(a, "transform", "none"),
                "progress": str(progress)}
         job_file = work / "job.json"
         job_file.write_text(json.dumps(job), encoding="utf-8")
@@ -547,7 +548,8 @@ def _outcome(p: Plan, c: Converted, rows: List[Dict[str, Any]],
         "verification_images": None if val is None else len(val.names),
         "results": rows, "int8_drop_pp": drop,
         "int8_route": None if c.int8_choice is None else {
-            k: c.int8_choice[k] for k in ("route", "graph", "passed", "trials")},
+            k: c.int8_choice[k] for k in ("route", "graph", "passed", "trials", "order")
+            if k in c.int8_choice},
         "int8_diagnosis": None if c.int8_choice is None else c.int8_choice["diagnosis"],
         "max_drop_pp": a.max_drop,
         "exit_code": code, "seconds": round(time.monotonic() - t_start, 1),

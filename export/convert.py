@@ -63,6 +63,34 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
     return model
 
 
+#: What may be done to a rebuilt model's weights before conversion (the float function kept).
+TRANSFORMS = ("none", "equalize")
+
+
+def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
+    """Apply the weight transform ``name`` to ``model`` in place; return what it did (JSON).
+
+    ``equalize``: :func:`captcha_edge.export.equalize.equalize` on the first conv's chain, its
+    channel ranges measured on ``calibration``.
+
+    Raises:
+        ValueError: unknown transform, or no calibration images for one that needs them.
+    """
+    if name == "none":
+        return None
+    if name == "equalize":
+        from . import equalize
+
+        if calibration is None or not len(calibration):
+            raise ValueError("the equalize transform needs calibration images")
+        done = equalize.equalize(model, calibration)
+        if not done:
+            raise ValueError("the equalize transform found no conv -> BatchNorm -> ReLU -> conv "
+                             "chain to rescale")
+        return done
+    raise ValueError(f"unknown transform {name!r}; valid: {', '.join(TRANSFORMS)}")
+
+
 def with_channels(images: np.ndarray) -> np.ndarray:
     """Grey (N, H, W) -> (N, H, W, 1); RGB (N, H, W, 3) passes unchanged."""
     return images if images.ndim == 4 else images[..., None]

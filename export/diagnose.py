@@ -284,6 +284,7 @@ def _child(job: Dict[str, Any]) -> int:
     images = np.load(job["images"])
     reference = np.load(job["reference"])
     calib = np.load(job["calibration"])
+    convert.transform(model, job.get("transform", "none"), calib)
     diag = diagnose(model, calib, images, reference, job["labels"], job["charset"],
                     int(job["blank"]), route=job["route"], log=log)
     Path(job["out"]).write_text(json.dumps(diag, indent=1), encoding="utf-8")
@@ -305,7 +306,8 @@ def run_child(job: Dict[str, Any], work: Path, *, timeout: float,
 
     The child's log is appended to ``log_path`` only when it failed.
 
-    ``job`` holds ``model``, ``keras``, ``model_config``, ``route``, ``calibration`` (.npy),
+    ``job`` holds ``model``, ``keras``, ``model_config``, ``route``, ``transform`` (optional,
+    :data:`captcha_edge.export.convert.TRANSFORMS`), ``calibration`` (.npy),
     ``images`` (.npy), ``reference`` (.npy), ``labels``, ``charset``, ``blank``.
     """
     out = work / "diagnosis.json"

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -29,9 +30,17 @@ class Route:
     graph: str  # how the graph is rebuilt: "tf_keras" (fused LSTM) or "unroll"
     calibration: str  # "given": as the user chose; "wide": every training image + jittered copies
     summary: str
+    #: what is done to the rebuilt model's weights before conversion, the float function kept:
+    #: "none", or "equalize" (export/equalize.py: the first conv's output channels rescaled so
+    #: that one int8 scale fits them all, the next conv's weights divided back)
+    transform: str = "none"
+    #: what the route acts on, for ordering the ladder by the diagnosis (:func:`order`):
+    #: "first-conv" (the first convolution's activation ranges) or "ranges" (every calibrated
+    #: range, through the calibration set)
+    targets: str = "ranges"
 
 
-#: In the order ``--int8`` tries them.
+#: In the order ``--int8`` tries them when the diagnosis names nothing (else :func:`order`).
 ROUTES: Tuple[Route, ...] = (
     Route("plain", "tf_keras", "given",
           "fused LSTM, calibrated on the chosen images (--calib-*)"),
@@ -39,6 +48,11 @@ ROUTES: Tuple[Route, ...] = (
           "fused LSTM, calibrated on up to 500 training images (WIDE_CALIB_SIZE) plus "
           "copies with jittered contrast, brightness and noise, so the ranges cover what "
           "the model meets"),
+    Route("equalize", "tf_keras", "given",
+          "the first conv's output channels rescaled to even ranges (BatchNorm gamma/beta "
+          "times s, the next conv's input weights divided by s: the same float model), so one "
+          "int8 scale fits every channel; calibrated on the chosen images",
+          transform="equalize", targets="first-conv"),
 )
 # Measured and left out (docs/export.md): the unrolled LSTM ("--route unroll" calibrated the
 # same way) kept a float SPLIT op, was 46 % of float32's size and no more accurate than plain.
@@ -180,6 +194,7 @@ def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
         np.save(sub / "calib.npy", cal)
         b = copy.copy(a)
         b.route = route.graph
+        b.transform = route.transform
         res = worker(b, run, ["int8"], sub, sub / "calib.npy", None, keep_log).get("int8")
         if isinstance(res, dict):
             return Path(res["path"]).read_bytes()
@@ -198,17 +213,49 @@ def _scorer(images: np.ndarray, labels: Sequence[str], charset: str, blank: int,
     return score
 
 
+def names_first_conv(tensor: str) -> bool:
+    """Whether a diagnosis row's tensor name is the first convolution's (its fused conv, batch
+    norm and ReLU: ``crnn/relu1/Relu;crnn/bn1/...;crnn/conv1/Conv2D``)."""
+    return any(part in ("conv1", "bn1", "relu1") for part in re.split(r"[;/:]", tensor))
+
+
+def suggestion(diagnosis: Optional[Dict[str, Any]]) -> Optional[str]:
+    """What the diagnosis names, as a :attr:`Route.targets` value: ``"first-conv"`` when the
+    layer whose float copy recovers the most (frame agreement, then sequence accuracy) is the
+    first convolution and it recovers something; ``"ranges"`` for any other layer; None when
+    there is no diagnosis or no layer recovers anything."""
+    if not diagnosis or "error" in diagnosis:
+        return None
+    for row in diagnosis.get("worst") or []:
+        if row.get("agreement_gain_pp", 0) <= 0 and row.get("gain_pp", 0) <= 0:
+            continue
+        return "first-conv" if names_first_conv(str(row.get("tensor", ""))) else "ranges"
+    return None
+
+
+def order(routes: Sequence[Route], diagnosis: Optional[Dict[str, Any]]) -> List[Route]:
+    """``routes`` with the ones acting on what the diagnosis names first (each group keeps the
+    table's order); unchanged when the diagnosis names nothing."""
+    want = suggestion(diagnosis)
+    if want is None:
+        return list(routes)
+    return ([r for r in routes if r.targets == want]
+            + [r for r in routes if r.targets != want])
+
+
 def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[str, Any],
                    cal: Any, val: Any, keras_probs: Optional[np.ndarray],
                    keras_acc: Optional[float], *, worker: Callable[..., Dict[str, Any]],
                    keep_log: Path, say: Callable[[str], None]) -> Dict[str, Any]:
     """The CLI's int8 step after the first conversion: try routes, diagnose; update ``results``.
 
+    The plain route's file is scored first. When it loses more than ``--max-drop`` (or with
+    ``--diagnose``) it is diagnosed, and the other routes are tried in the order the diagnosis
+    suggests (:func:`order`); the chosen route, if not plain, is diagnosed too.
     ``results["int8"]`` (the worker's result for the plain route) is replaced by the chosen
-    route's file. Returns ``{"route", "graph", "trials", "passed", "diagnosis"}`` for the
-    metadata and the report.
+    route's file. Returns ``{"route", "graph", "trials", "passed", "diagnosis", "order"}`` for
+    the metadata and the report.
     """
-    from . import diagnose
     from .runfolder import load_split
 
     first = results.get("int8")
@@ -229,12 +276,37 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
             wide["w"] = jitter(more.images, copies=1, seed=a.seed)
         return wide["w"]
 
-    routes = [r if r.graph != "tf_keras" else Route(r.name, a.route, r.calibration, r.summary)
+    routes = [r if r.graph != "tf_keras" else replace(r, graph=a.route)
               for r in ladder(only=a.int8_route == "plain")
               if not (r.graph == "unroll" and a.route == "unroll" and r.name != "plain")]
-    trials, files = try_routes(routes, cli_convert(a, run, work, keep_log, worker), score,
-                               calibration, keras_acc, a.max_drop,
+    convert = cli_convert(a, run, work, keep_log, worker)
+    trials, files = try_routes(routes[:1], convert, score, calibration, keras_acc, a.max_drop,
                                first=(plain_flat, np.asarray(cal.images)), say=say)
+    plain = trials[0]
+    n = min(a.diagnose_images, len(val.images))
+    diags: Dict[str, Any] = {}
+
+    def diagnosis_of(key: str, route: Route, images: np.ndarray) -> Dict[str, Any]:
+        if not diags:
+            np.save(work / "diag_images.npy", val.images[:n])
+            np.save(work / "diag_reference.npy", keras_probs[:n])
+        d = _diagnose(a, run, work, keep_log, key, route, images, labels[:n], n, say)
+        diags[key] = d
+        return d
+
+    failed = plain.drop_pp is not None and plain.drop_pp > a.max_drop
+    if a.diagnose or failed:
+        diagnosis_of("plain", routes[0], np.asarray(cal.images))
+    rest = order(routes[1:], diags.get("plain"))
+    if rest and not plain.passed:
+        out["order"] = [r.name for r in rest]
+        if suggestion(diags.get("plain")) is not None:
+            say(f"[int8] the diagnosis names {suggestion(diags.get('plain'))}: trying "
+                f"{', '.join(out['order'])}")
+        more, more_files = try_routes(rest, convert, score, calibration, keras_acc, a.max_drop,
+                                      say=say)
+        trials += more
+        files.update(more_files)
     chosen = best(trials)
     out["trials"] = [t.to_dict() for t in trials]
     out["passed"] = bool(chosen and chosen.passed)
@@ -249,30 +321,32 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
             results["int8"] = {**(first if isinstance(first, dict) else {}), "path": str(path),
                                "seconds": (first or {}).get("seconds", 0.0)
                                if isinstance(first, dict) else 0.0}
-    plain = trials[0] if trials else None
-    if a.diagnose or (plain is not None and plain.drop_pp is not None
-                      and plain.drop_pp > a.max_drop):
-        n = min(a.diagnose_images, len(val.images))
-        np.save(work / "diag_images.npy", val.images[:n])
-        np.save(work / "diag_reference.npy", keras_probs[:n])
-        diags: Dict[str, Any] = {}
-        todo = [("plain", routes[0], np.asarray(cal.images))]
-        if chosen is not None and chosen.route != "plain":
-            todo.append(("chosen", get(chosen.route), calibration(get(chosen.route))))
-        for key, route, images in todo:
-            say(f"[int8] diagnosing route {route.name} on {n} validation images "
-                "(tf.lite.experimental.QuantizationDebugger) ...")
-            np.save(work / f"diag_calib_{key}.npy", images)
-            job = {"model": str(run.model), "keras": run.meta.get("keras", "keras3"),
-                   "model_config": run.meta["model_config"],
-                   "route": a.route if route.graph == "tf_keras" else route.graph,
-                   "calibration": str(work / f"diag_calib_{key}.npy"),
-                   "images": str(work / "diag_images.npy"),
-                   "reference": str(work / "diag_reference.npy"), "labels": labels[:n],
-                   "charset": run.charset, "blank": run.blank}
-            d = diagnose.run_child(job, work, timeout=a.timeout, log_path=keep_log)
-            d["route"] = route.name
-            diags[key] = d
-            say(d["error"] if "error" in d else diagnose.format_table(d))
-        out["diagnosis"] = diags
+            if diags:
+                route = get(chosen.route)
+                diagnosis_of("chosen", route, calibration(route))
+    out["diagnosis"] = diags or None
     return out
+
+
+def _diagnose(a: argparse.Namespace, run: Any, work: Path, keep_log: Path, key: str,
+              route: Route, images: np.ndarray, labels: List[str], n: int,
+              say: Callable[[str], None]) -> Dict[str, Any]:
+    """The diagnosis (export/diagnose.py, in a child process) of ``route`` on the first ``n``
+    validation images (saved in ``work`` by the caller), calibrated on ``images``."""
+    from . import diagnose
+
+    say(f"[int8] diagnosing route {route.name} on {n} validation images "
+        "(tf.lite.experimental.QuantizationDebugger) ...")
+    np.save(work / f"diag_calib_{key}.npy", images)
+    job = {"model": str(run.model), "keras": run.meta.get("keras", "keras3"),
+           "model_config": run.meta["model_config"],
+           "route": a.route if route.graph == "tf_keras" else route.graph,
+           "transform": route.transform,
+           "calibration": str(work / f"diag_calib_{key}.npy"),
+           "images": str(work / "diag_images.npy"),
+           "reference": str(work / "diag_reference.npy"), "labels": labels,
+           "charset": run.charset, "blank": run.blank}
+    d = diagnose.run_child(job, work, timeout=a.timeout, log_path=keep_log)
+    d["route"] = route.name
+    say(d["error"] if "error" in d else diagnose.format_table(d))
+    return d

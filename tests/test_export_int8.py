@@ -23,7 +23,7 @@ def test_ladder_starts_plain_and_only_keeps_one():
     names = [r.name for r in routes.ladder()]
     assert names[0] == "plain" and len(names) == len(routes.ROUTES) == len(set(names))
     assert [r.name for r in routes.ladder(only=True)] == ["plain"]
-    assert [r.name for r in routes.ladder("wide-calibration")] == ["wide-calibration"]
+    assert [r.name for r in routes.ladder(routes.ROUTE_NAMES[-1])] == [routes.ROUTE_NAMES[-1]]
 
 
 def test_unknown_route_names_valid_ones():
@@ -82,10 +82,11 @@ def test_try_routes_stops_at_first_that_holds(no_float_check):
 
 def test_try_routes_keeps_best_when_none_holds(no_float_check):
     more = [*routes.ladder(), Route("later", "unroll", "given", "last")]
-    convert, score, calls = _fake({"plain": 0.50, "later": 0.70}, fail={"wide-calibration"})
+    convert, score, calls = _fake({"plain": 0.50, "equalize": 0.60, "later": 0.70},
+                                  fail={"wide-calibration"})
     trials, _ = routes.try_routes(more, convert, score, lambda r: np.zeros((3,)),
                                   keras_acc=0.80, max_drop=0.5)
-    assert calls == ["plain", "wide-calibration", "later"]
+    assert calls == ["plain", "wide-calibration", "equalize", "later"]
     assert trials[1].error == "wide-calibration crashed" and not any(t.passed for t in trials)
     assert routes.best(trials).route == "later"
 
@@ -113,6 +114,7 @@ def test_route_table_names_are_cli_safe():
     for r in routes.ROUTES:
         assert isinstance(r, Route) and r.name == r.name.lower() and " " not in r.name
         assert r.graph in ("tf_keras", "unroll") and r.calibration in ("given", "wide")
+        assert r.targets in ("first-conv", "ranges")
 
 
 def test_node_name_follows_the_debuggers_rule():
@@ -222,8 +224,13 @@ def test_fallback_writes_the_route_that_holds(tmp_path, monkeypatch):
                  "--max-drop", "5", "--force", "--quiet"])
     report = json.loads((tmp_path / "export_report.json").read_text())
     trials = report["int8_route"]["trials"]
-    assert [t["route"] for t in trials][:2] == ["plain", "wide-calibration"]
-    assert not trials[0]["passed"] and trials[1]["calibration_images"] > 60
+    # the automatic diagnosis of the plain route ordered the rest of the ladder
+    order = routes.order(routes.ladder()[1:], report["int8_diagnosis"]["plain"])
+    assert report["int8_route"]["order"] == [r.name for r in order]
+    assert [t["route"] for t in trials][:2] == ["plain", order[0].name]
+    assert not trials[0]["passed"]
+    wide = [t for t in trials if t["route"] == "wide-calibration"]
+    assert all(t["calibration_images"] > 60 for t in wide)
     chosen = report["int8_route"]["route"]
     assert chosen != "plain"
     meta = metadata.read(tmp_path / "model_int8.tflite")
