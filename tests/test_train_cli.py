@@ -118,7 +118,7 @@ def test_all_unreadable(tmp_path: Path, capsys) -> None:
     (["--filters", "8,8"], "filters must be 3 positive ints"),
     (["--synthetic-length", "6-4"], "--synthetic-length"),
     (["--size", "huge"], "invalid choice: 'huge'"),
-    (["--epochs", "many"], "invalid int value: 'many'"),
+    (["--epochs", "many"], "expected an integer or 'auto'; got 'many'"),
 ])
 def test_bad_options(good: Path, tmp_path: Path, capsys, args, msg) -> None:
     try:

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .._common import CliParser  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
-from .model import SIZES, ModelConfig  # noqa: E402
+from .model import SIZES, STEMS, ModelConfig  # noqa: E402
 
 EPILOG = """\
 examples:
@@ -39,8 +39,18 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 
 #: Conv layers per block for new runs (ModelConfig's own default (1, 1, 1) is the old graph).
 DEFAULT_CONVS = "1,1,1"
+#: conv1 layout of new runs (ModelConfig's own default "pool" is the old graph).
+DEFAULT_STEM = "s2"
+#: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
+DEFAULT_SKIP = "on"
 #: Augmentation starts once the model reads this share of the validation captchas.
 DEFAULT_AUGMENT_FROM = 0.5
+#: --epochs auto: an epoch (evaluation, checkpoint, patience unit) is at least this many steps.
+MIN_EPOCH_STEPS = 200
+#: --epochs auto with --max-minutes 0 (no budget): the old fixed length.
+AUTO_EPOCHS_NO_BUDGET = 40
+#: --epochs auto with a budget: a bound the budget always reaches first in practice.
+AUTO_EPOCHS_CAP = 10_000
 #: Default time budget of a run, in minutes.
 DEFAULT_MAX_MINUTES = 30.0
 
@@ -107,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--convs", metavar="A,B,C", default=DEFAULT_CONVS,
                    help=f"conv layers (Conv2D+BatchNorm+ReLU) in each of the 3 blocks "
                         f"(default {DEFAULT_CONVS})")
+    g.add_argument("--stem", choices=STEMS, default=DEFAULT_STEM,
+                   help="first conv: s2 = stride 2, no first pool (default; ~1.5x cheaper per "
+                        "training image), pool = full resolution then a 2x2 max-pool")
+    g.add_argument("--skip", choices=("on", "off"), default=DEFAULT_SKIP,
+                   help="a skip around the BiLSTM: the logits also see the conv features "
+                        f"(default {DEFAULT_SKIP}; on leaves CTC's blank plateau sooner)")
     g.add_argument("--init-from", type=Path, metavar="RUN_OR_MODEL",
                    help="warm start from an earlier run folder (or its model.keras): same "
                         "geometry, colour and architecture; a new charset replaces the output "
@@ -116,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "12 characters; 4 doubles the frames for longer labels)")
     g = p.add_argument_group("training")
     g.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
-    g.add_argument("--epochs", type=int, default=40,
-                   help="epochs; the learning rate follows a cosine down to the last (default 40)")
+    g.add_argument("--epochs", type=_auto_int("--epochs"), default="auto",
+                   help="passes over the training set; the learning rate follows a cosine down "
+                        "to the last. auto (default): the time budget bounds the run and an "
+                        f"epoch is at least {MIN_EPOCH_STEPS} steps (a small set repeats), so "
+                        "small and large sets both use the budget; "
+                        f"{AUTO_EPOCHS_NO_BUDGET} with --max-minutes 0")
     g.add_argument("--batch-size", type=int, default=16,
                    help="global batch size (default 16; split across GPUs)")
     g.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
@@ -157,7 +177,7 @@ def _check_args(a: argparse.Namespace) -> None:
         raise D.TrainDataError("no data: give --data-dir, --labels or --synthetic N")
     checks = [
         (a.synthetic >= 0, f"--synthetic must be >= 0; got {a.synthetic}"),
-        (a.epochs >= 1, f"--epochs must be >= 1; got {a.epochs}"),
+        (a.epochs == "auto" or a.epochs >= 1, f"--epochs must be >= 1; got {a.epochs}"),
         (a.batch_size >= 1, f"--batch-size must be >= 1; got {a.batch_size}"),
         (math.isfinite(a.lr) and a.lr > 0, f"--lr must be > 0; got {a.lr}"),
         (a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
@@ -278,7 +298,8 @@ def prepare(a: argparse.Namespace) -> Any:
     except ValueError:
         raise D.TrainDataError(f"--convs must be three ints like 1,2,2; got {a.convs!r}") from None
     arch: Dict[str, Any] = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
-                            "time_pool": a.time_pool, "convs": convs}
+                            "time_pool": a.time_pool, "convs": convs, "stem": a.stem,
+                            "skip": a.skip == "on"}
     init, init_recipe = _read_init_from(a.init_from) if a.init_from is not None else (None, None)
     if init is not None:
         # The warm start fixes the graph: take the earlier run's architecture and recipe.
@@ -287,6 +308,8 @@ def prepare(a: argparse.Namespace) -> Any:
         arch["filters"] = tuple(arch["filters"])
         arch["convs"] = tuple(src.get("convs", (1, 1, 1)))
         arch["dropout"] = src.get("dropout", 0.2)
+        arch["stem"] = src.get("stem", "pool")
+        arch["skip"] = bool(src.get("skip", False))
     lengths = D.parse_length_range(a.synthetic_length)
     charset = D.check_charset(a.charset) if a.charset is not None else None
 
@@ -393,7 +416,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    '"captcha-edge[train]"') from None
         from .fit import Options, train
 
-        opts = Options(out=a.out, epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.lr,
+        if a.epochs == "auto":
+            epochs = AUTO_EPOCHS_CAP if a.max_minutes else AUTO_EPOCHS_NO_BUDGET
+            min_steps = MIN_EPOCH_STEPS
+        else:
+            epochs, min_steps = a.epochs, 0
+        opts = Options(out=a.out, epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr,
+                       min_epoch_steps=min_steps,
                        warmup_epochs=a.warmup_epochs, patience=a.patience, seed=a.seed,
                        augment=augment, augment_from=a.augment_from, resume=a.resume,
                        threads=a.threads,

@@ -69,6 +69,9 @@ class Options:
     resume: bool = False
     threads: int = 0
     max_minutes: float = 0.0
+    # An epoch (one evaluation, checkpoint and patience unit) is at least this many optimizer
+    # steps; a small training set is repeated within it (0 = an epoch is one pass).
+    min_epoch_steps: int = 0
     budget_clock: str = "wall"  # wall | cpu: what --max-minutes counts (cpu = process CPU time)
     mixed_precision: str = "auto"  # auto | on | off
     verbose: int = 1
@@ -384,7 +387,8 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     train_targets = pack_targets(tr_codes, tr_len)
     val_targets = pack_targets(va_codes, va_len)
 
-    steps_per_epoch = max(1, -(-len(p.train_images) // o.batch_size))
+    passes = max(1, -(-len(p.train_images) // o.batch_size))
+    steps_per_epoch = max(passes, o.min_epoch_steps)
     total_steps = steps_per_epoch * o.epochs
     warmup = min(int(o.warmup_epochs * steps_per_epoch), total_steps // 2)
     schedule = BudgetSchedule(peak=o.learning_rate, total_steps=total_steps, warmup_steps=warmup,
@@ -447,12 +451,15 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         reached = tracker.best is not None and tracker.best["val_seq_acc"] >= o.augment_from
         gate = tf.Variable(1.0 if reached else 0.0, trainable=False, name="augment_gate")
         tracker.augment_gate = gate
-    ds = make_dataset(p.train_images, train_targets, o.batch_size, o.seed, o.augment, gate)
+    # Repeated, so an epoch of more steps than one pass reshuffles and goes on (small sets).
+    ds = make_dataset(p.train_images, train_targets, o.batch_size, o.seed, o.augment,
+                      gate).repeat()
     interrupted = False
     exit_code = 0
     if initial_epoch < o.epochs and not state.get("finished"):
         try:
             train_model.fit(ds, epochs=o.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch,
                             callbacks=[_Callback()], shuffle=False,  # tf.data shuffles
                             verbose=(1 if sys.stdout.isatty() else 2) if o.verbose else 0)
         except KeyboardInterrupt:

@@ -31,6 +31,10 @@ SIZES: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: conv1 layouts (see ModelConfig.stem).
+STEMS = ("pool", "s2", "s4")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the model's graph."""
@@ -48,6 +52,17 @@ class ModelConfig:
     # written before they existed loads as what it was (the CLI picks the new defaults).
     channels: int = 1  # 1 = grey ("L"), 3 = RGB input
     convs: Tuple[int, ...] = field(default=(1, 1, 1))  # Conv2D+BN+ReLU layers per block
+    # "pool": conv1 at full resolution, then a 2x2 max-pool (the old graph); "s2": conv1 with
+    # stride 2 and no pool1 -- the same output size, ~1.4x the training images per CPU-second
+    # (conv1's full-resolution activations, their BatchNorm, ReLU, pool and gradients are most
+    # of a step's memory traffic); "s4": conv1 with stride 2 and pool1 kept, so blocks 2 and 3
+    # run at a quarter of the pixels (~2.3x; the height is pooled by 16, not 8). docs/train.md
+    # has the cost model.
+    stem: str = "pool"
+    # True: the logits also see the projected conv features (a skip around the BiLSTM), so the
+    # per-frame glyph detectors get a direct gradient from the first step: CTC leaves its
+    # all-blank plateau without waiting for the LSTM to learn to pass features through.
+    skip: bool = False
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -68,6 +83,11 @@ class ModelConfig:
                              f"filters={self.filters}, dense={self.dense}, rnn={self.rnn}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}; got {self.stem!r}")
+        if self.stem == "s4" and self.height < 32:
+            raise ValueError(f"stem s4 pools the height by 16: it needs a height of at least 32; "
+                             f"got {self.height}")
         if len(self.convs) != 3 or not all(1 <= int(c) <= 3 for c in self.convs):
             raise ValueError(f"convs must be 3 ints in 1..3 (conv layers per block); got "
                              f"{self.convs}")
@@ -82,7 +102,9 @@ class ModelConfig:
 
     @property
     def pools(self) -> Tuple[Tuple[int, int], ...]:
-        """(height, width) pooling of the three conv blocks."""
+        """(height, width) pooling of the three conv blocks (stem s2 skips the first)."""
+        if self.stem == "s4":  # conv1's stride already halved both: block 3 pools height only
+            return ((2, 2), (2, 2) if self.time_pool == 8 else (2, 1), (2, 1))
         return ((2, 2), (2, 2), (2, 2) if self.time_pool == 8 else (2, 1))
 
     def to_dict(self) -> Dict[str, Any]:
@@ -116,21 +138,27 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
             # The first conv of a block keeps the old layer names, so one-conv configs are the
             # old graph (same names, same weight order); extra convs are "conv2b", "conv2c".
             sfx = f"{i}" + ("" if j == 0 else "abc"[j])
-            x = L.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                         name=f"conv{sfx}")(x)
+            stride = 2 if (i, j) == (1, 0) and cfg.stem in ("s2", "s4") else 1
+            x = L.Conv2D(f, 3, strides=stride, padding="same", use_bias=False,
+                         kernel_initializer="he_normal", name=f"conv{sfx}")(x)
             # momentum 0.9: the moving statistics follow the fast-changing early weights within
             # a few dozen steps, so per-epoch validation (and best-epoch choice) is not skewed.
             # BatchNorm right after a bias-free conv folds into it for int8.
             x = L.BatchNormalization(momentum=0.9, name=f"bn{sfx}")(x)
             x = L.ReLU(name=f"relu{sfx}")(x)
-        x = L.MaxPooling2D(pool, name=f"pool{i}")(x)
-    h, w, c = cfg.height // 2 // 2 // 2, cfg.time_steps, cfg.filters[-1]
+        if not (i == 1 and cfg.stem == "s2"):  # the strided conv1 already halved H and W
+            x = L.MaxPooling2D(pool, name=f"pool{i}")(x)
+    h, w, c = int(x.shape[1]), cfg.time_steps, cfg.filters[-1]
+    if int(x.shape[2]) != w:
+        raise ValueError(f"the conv stack gives {x.shape[2]} frames, not {w}")
     # Transpose so that the time dimension corresponds to the image width.
     x = L.Permute((2, 1, 3), name="to_time")(x)
     x = L.Reshape((w, h * c), name="frames")(x)
     x = L.Dense(cfg.dense, activation="relu", name="proj")(x)
     x = L.Dropout(cfg.dropout, name="drop")(x)
-    x = L.Bidirectional(L.LSTM(cfg.rnn, return_sequences=True, unroll=unroll), name="bilstm")(x)
+    seq = L.Bidirectional(L.LSTM(cfg.rnn, return_sequences=True, unroll=unroll),
+                          name="bilstm")(x)
+    x = L.Concatenate(name="skip")([seq, x]) if cfg.skip else seq
     x = L.Dense(cfg.num_classes, name="logits")(x)
     probs = L.Activation("softmax", dtype="float32", name="probs")(x)
     return keras.Model(image, probs, name="crnn")
