@@ -1,14 +1,21 @@
-"""Benchmark: train on each shared captcha style with the CLI defaults (or other settings),
-export int8, and record accuracy, CER, wall and CPU time and the chosen input.
+"""Benchmark: train on each panel style with the CLI defaults (or other settings), export
+int8, and record accuracy against CPU-seconds, CER, wall and CPU time and the chosen input.
 
-For every style the run trains on the hash split and is scored on the held-out part (the
-validation split, which ``captcha-export`` verifies on). Each (style, config) appends one entry
+The panel (issue 22) is the four shared styles (``../shared/data``) and the synthetic hard
+styles of ``scripts/style_panel.py`` (drawn offline into ``runs/panel`` on first use). Every run
+trains on the hash split of its training folder; a shared style is scored on the held-out
+validation split (which ``captcha-export`` verifies on), a synthetic style also on its own
+unseen test folder (``int8_test``: the exported int8 model through the runtime). The
+validation curve (accuracy after each epoch against the training CPU-seconds) is kept, and
+``--plot`` draws the curves of the newest entry per style. Each (style, config) appends one entry
 to ``benchmarks/results/styles.json``; ``styles.md`` is rewritten from all entries. The machine
 is shared, so the load average is sampled while each run trains and CPU seconds (the
 ``captcha-train`` child's user + system time) are recorded beside wall time.
 
 Examples:
   python scripts/bench_styles.py                               # all styles, CLI defaults
+  python scripts/bench_styles.py --styles scratch-grey,small --minutes 30 --threads 1
+  python scripts/bench_styles.py --plot docs/img/panel_curves.png --config defaults-30min
   python scripts/bench_styles.py --styles swust --minutes 8 --clock cpu
   python scripts/bench_styles.py --styles digits-color --config deeper -- --convs 1,2,2
 """
@@ -31,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "bench_styles"
+PANEL = ROOT / "runs" / "panel"
+#: Images drawn per synthetic style: training folder (hash-split into train/val) and unseen test.
+PANEL_TRAIN, PANEL_TEST = 8000, 1000
 
 #: The label options a user has to give for each shared style (nothing else is style-specific).
 STYLES: Dict[str, List[str]] = {
@@ -41,6 +51,51 @@ STYLES: Dict[str, List[str]] = {
     "swust": ["--data-dir", "{data}/styles/swust", "--recursive",
               "--label-pattern", "^([0-9a-z]+)_"],
 }
+
+
+def _style_panel() -> Any:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import style_panel
+
+    return style_panel
+
+
+#: The synthetic panel styles (scripts/style_panel.py); their label option is a labels.csv.
+SYNTHETIC: List[str] = list(_style_panel().STYLES)
+for _name in SYNTHETIC:
+    STYLES[_name] = ["--data-dir", "{train}", "--labels", "{train}/labels.csv"]
+
+
+def panel_folders(style: str, seed: int = 0) -> Dict[str, Path]:
+    """``{"train", "test"}`` folders of a synthetic style, drawn on first use."""
+    return _style_panel().make_panel(PANEL, [style], PANEL_TRAIN, PANEL_TEST, seed)[style]
+
+
+def score_test(model: Path, folder: Path) -> Dict[str, Any]:
+    """Sequence accuracy and CER of a .tflite on a labels.csv folder, through the runtime."""
+    import csv
+
+    from captcha_edge import Recognizer
+    from captcha_edge.metrics import score
+
+    with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.reader(fh)][1:]
+    rec = Recognizer(str(model))
+    preds = rec.predict_batch([str(folder / f) for f, _ in rows])
+    s = score([t for _, t in rows], list(preds))
+    return {"images": len(rows), "seq_acc": s["seq_acc"], "cer": s["cer"]}
+
+
+def curve(run: Path) -> List[List[float]]:
+    """``[[train CPU-s, val seq acc], ...]`` after each epoch, from the run's history.csv."""
+    import csv
+
+    path = run / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [[float(r["train_cpu_seconds"]), float(r["val_seq_acc"])]
+                for r in csv.DictReader(fh)]
 
 
 def _load_sampler(samples: List[float], stop: threading.Event) -> None:
@@ -74,18 +129,20 @@ def bench_one(style: str, config: str, extra: List[str], a: argparse.Namespace) 
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
-    args = [x.format(data=str(a.data)) for x in STYLES[style]]
+    folders = panel_folders(style) if style in SYNTHETIC else {}
+    args = [x.format(data=str(a.data), train=str(folders.get("train", ""))) for x in STYLES[style]]
     budget = ["--max-minutes", str(a.minutes), "--budget-clock", a.clock] if a.minutes else []
     nice = ["nice", "-n", str(a.nice)] if a.nice else []
     cmd = [*nice, sys.executable, "-m", "captcha_edge.train.cli", *args, "--out", str(run),
            "--overwrite", "--threads", str(a.threads), *budget, *extra]
     print(f"[{style}/{config}] {' '.join(cmd)}", flush=True)
     tr = _run(cmd, run.parent / f"{run.name}.train.log")
-    return describe(run, style, config, " ".join([*budget, *extra]) or "defaults", tr, a)
+    return describe(run, style, config, " ".join([*budget, *extra]) or "defaults", tr, a,
+                    folders.get("test"))
 
 
 def describe(run: Path, style: str, config: str, options: str, tr: Dict[str, Any],
-             a: argparse.Namespace) -> Dict[str, Any]:
+             a: argparse.Namespace, test: Optional[Path] = None) -> Dict[str, Any]:
     """The benchmark entry of a trained run folder (and its int8 export unless --no-export)."""
     nice = ["nice", "-n", str(a.nice)] if a.nice else []
     entry: Dict[str, Any] = {
@@ -114,6 +171,9 @@ def describe(run: Path, style: str, config: str, options: str, tr: Dict[str, Any
     })
     hist = (run / "history.csv").read_text().splitlines()
     entry["history_rows"] = len(hist) - 1
+    entry["curve_cpu_s_val_acc"] = curve(run)
+    epochs = entry["history_rows"] or 1
+    entry["cpu_seconds_per_epoch"] = round((m.get("train_cpu_seconds") or 0) / epochs, 1)
     if a.export:
         ex = _run([*nice, sys.executable, "-m", "captcha_edge.export.cli", str(run), "--int8",
                    "--max-drop", "100", "-q"], run.parent / f"{run.name}.export.log")
@@ -126,6 +186,10 @@ def describe(run: Path, style: str, config: str, options: str, tr: Dict[str, Any
             entry["int8"] = ({"seq_acc": v["seq_acc"], "cer": v["cer"],
                               "frame_agreement": v.get("agreement")} if v
                              else {"error": row.get("error", "no verification")})
+            entry["int8_route"] = (r.get("int8_route") or {}).get("route")
+        model = run / "model_int8.tflite"
+        if test is not None and model.is_file():
+            entry["int8_test"] = score_test(model, test)
     return entry
 
 
@@ -141,12 +205,12 @@ def write_md(entries: List[Dict[str, Any]], path: Path) -> None:
              "other jobs (load column).", "",
              "| date (UTC) | style | config | options | geometry | colour | load mean/max | "
              "train wall s | train CPU s | epochs (best) | stop | Keras seq acc % | Keras CER % | "
-             "int8 seq acc % | int8 CER % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "int8 seq acc % | int8 CER % | CPU-s/epoch | int8 unseen test % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         if "error" in e:
             lines.append(f"| {e['date_utc']} | {e['style']} | {e['config']} | {e['options']} | "
-                         f"{e['error']} |" + " |" * 10)
+                         f"{e['error']} |" + " |" * 12)
             continue
         i8 = e.get("int8") or {}
         lines.append(
@@ -155,10 +219,50 @@ def write_md(entries: List[Dict[str, Any]], path: Path) -> None:
             f"{e['train']['load_avg_1min']['max']} | {e['train']['wall_seconds']:.0f} | "
             f"{e.get('train_cpu_seconds') or 0:.0f} | {e['epochs_run']} ({e['best_epoch']}) | "
             f"{e['stop_reason']} | {_pct(e['keras']['seq_acc'])} | {_pct(e['keras']['cer'])} | "
-            f"{_pct(i8.get('seq_acc'))} | {_pct(i8.get('cer'))} |")
+            f"{_pct(i8.get('seq_acc'))} | {_pct(i8.get('cer'))} | "
+            f"{e.get('cpu_seconds_per_epoch', '-')} | "
+            f"{_pct((e.get('int8_test') or {}).get('seq_acc'))} |")
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
+
+
+def plot(entries: List[Dict[str, Any]], config: str, path: Path) -> int:
+    """Validation accuracy against training CPU-minutes, newest entry of ``config`` per style."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    newest: Dict[str, Dict[str, Any]] = {}
+    for e in entries:
+        if e.get("config") == config and e.get("curve_cpu_s_val_acc"):
+            newest[e["style"]] = e
+    if not newest:
+        print(f"bench_styles: error: --plot: no entry of config {config!r} has a curve",
+              file=sys.stderr)
+        return 2
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    for style, e in sorted(newest.items()):
+        xs = [0.0] + [c / 60 for c, _ in e["curve_cpu_s_val_acc"]]
+        ys = [0.0] + [100 * v for _, v in e["curve_cpu_s_val_acc"]]
+        test = (e.get("int8_test") or {}).get("seq_acc")
+        label = style + (f" (int8 unseen {100 * test:.1f} %)" if test is not None else "")
+        ax.plot(xs, ys, marker=".", label=label)
+    ax.axhline(95, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("training CPU-minutes (one core)")
+    ax.set_ylabel("validation sequence accuracy %")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"captcha-train defaults on the style panel ({config})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    print(f"wrote {path} ({len(newest)} styles)")
+    return 0
 
 
 def main(argv: Any = None) -> int:
@@ -181,6 +285,8 @@ def main(argv: Any = None) -> int:
     p.add_argument("--note", default="", help="free text stored with each entry")
     p.add_argument("--record", type=Path, metavar="RUN",
                    help="record an existing run folder instead of training (one style)")
+    p.add_argument("--plot", type=Path, metavar="PNG",
+                   help="draw the curves of the newest --config entry per style and exit")
     p.add_argument("extra", nargs="*", help="extra captcha-train options (after --)")
     a = p.parse_args(argv)
     styles = [s.strip() for s in a.styles.split(",") if s.strip()]
@@ -189,11 +295,13 @@ def main(argv: Any = None) -> int:
         print(f"bench_styles: error: --styles: unknown {', '.join(bad)} (known: "
               f"{', '.join(STYLES)})", file=sys.stderr)
         return 2
-    if not a.data.is_dir():
+    if any(s not in SYNTHETIC for s in styles) and not a.data.is_dir():
         print(f"bench_styles: error: --data {a.data}: no such folder", file=sys.stderr)
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "styles.json"
+    if a.plot is not None:
+        return plot(json.loads(out.read_text()) if out.exists() else [], a.config, a.plot)
     if a.record is not None and len(styles) != 1:
         print("bench_styles: error: --record needs exactly one --styles entry", file=sys.stderr)
         return 2

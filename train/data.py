@@ -480,6 +480,54 @@ def choose_color(samples: Sequence[Sample]) -> Tuple[str, str, float]:
                  f"{COLOR_INK_SHARE:.0%}): grey loses nothing"), share
 
 
+#: Training cost model (docs/train.md): milliseconds of one x86 core per training image (forward,
+#: backward, Adam, augmentation), ~= BASE + PER_KPIX * thousands of input pixels, x RGB for
+#: three channels, x the stem's factor. Fitted to scripts/bench_train_speed.py on the 2-core
+#: dev machine (s4 stem, BiLSTM 128 with the skip, batch 16): 160x32 grey 2.4 ms, 200x50 grey
+#: 2.8, 240x64 grey 3.8, 320x48 RGB 4.9, 408x64 RGB 6.8.
+COST_MS_BASE = 1.5
+COST_MS_PER_KPIX = 0.15
+COST_RGB = 1.25
+COST_STEM = {"s4": 1.0, "s2": 1.6, "pool": 2.3}
+#: The auto geometry leaves room for at least this many training images (passes, ~12k steps of
+#: 16) in the time budget on ONE core; more cores only add headroom.
+MIN_BUDGET_IMAGES = 200_000
+
+
+def train_ms_per_image(height: int, width: int, channels: int, stem: str = "s4") -> float:
+    """The cost model's milliseconds of one core per training image."""
+    kpix = height * width / 1000.0
+    return (COST_MS_BASE + COST_MS_PER_KPIX * kpix * (COST_RGB if channels == 3 else 1.0)) \
+        * COST_STEM.get(stem, COST_STEM["pool"])
+
+
+def fit_budget(height: int, width: int, channels: int, stem: str, budget_seconds: float,
+               min_width: int, time_pool: int = 8) -> Tuple[int, int, str]:
+    """Shrink ``height x width`` (both by 10 % a step, the height to 32 at the least and the width
+    to ``min_width``) until the cost model fits :data:`MIN_BUDGET_IMAGES` training images in
+    ``budget_seconds`` of one core. ``(height, width, reason)``; no budget: unchanged, "".
+    """
+    if budget_seconds <= 0:
+        return height, width, ""
+
+    def images(h: int, w: int) -> float:
+        return budget_seconds * 1000.0 / train_ms_per_image(h, w, channels, stem)
+
+    h, w = height, width
+    lo_h = min(AUTO_HEIGHT[0], height)
+    while images(h, w) < MIN_BUDGET_IMAGES and (h > lo_h or w > min_width):
+        h = max(lo_h, int(round(h * 0.9)))
+        w = max(min_width, int(round(w * 0.9 / time_pool)) * time_pool)
+    ms = train_ms_per_image(h, w, channels, stem)
+    why = (f"cost model ~{ms:.1f} ms per training image on one core, ~{images(h, w) / 1000:.0f}k "
+           f"images in the {budget_seconds / 60:g}-min budget")
+    if (h, w) != (height, width):
+        why = f"shrunk from {width}x{height}: " + why + f" (at least {MIN_BUDGET_IMAGES // 1000}k)"
+        if images(h, w) < MIN_BUDGET_IMAGES:
+            why += "; still short: the smallest input the labels allow"
+    return h, w, why
+
+
 def choose_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int,
                     time_pool: int = 8) -> Tuple[int, int, str]:
     """``(height, width, reason)`` from the images' ``(width, height)`` sizes.

@@ -1,0 +1,99 @@
+"""The training recipe of issue 22: strided stems, the skip around the BiLSTM, the cost-aware
+geometry and ``--epochs auto``; the old graph stays what it was for old run folders."""
+from __future__ import annotations
+
+import pytest
+from captcha_edge.train import cli
+from captcha_edge.train import data as D
+from captcha_edge.train.model import STEMS, ModelConfig
+
+
+def test_old_model_config_loads_as_the_old_graph() -> None:
+    old = {"num_classes": 20, "height": 50, "width": 200, "size": "small", "dropout": 0.2,
+           "filters": [16, 32, 32], "dense": 48, "rnn": 48, "time_pool": 4, "channels": 1,
+           "convs": [1, 1, 1]}  # a model.json written before stem/skip existed
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.stem == "pool" and cfg.skip is False
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_stem_and_too_small_s4_are_refused() -> None:
+    with pytest.raises(ValueError, match="stem must be one of"):
+        ModelConfig(num_classes=5, stem="s8")
+    with pytest.raises(ValueError, match="at least 32"):
+        ModelConfig(num_classes=5, height=24, width=96, stem="s4")
+
+
+def test_new_runs_default_to_the_cheap_stem_and_the_skip() -> None:
+    a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
+    assert a.stem == cli.DEFAULT_STEM != "pool" and a.skip == "on" and a.epochs == "auto"
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("stem", STEMS)
+@pytest.mark.parametrize("time_pool", (4, 8))
+def test_every_stem_emits_the_same_frames(stem: str, time_pool: int) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+    from captcha_edge.train.model import build_inference_model
+
+    cfg = ModelConfig(num_classes=7, height=48, width=160, size="small", stem=stem,
+                      time_pool=time_pool, skip=True)
+    m = build_inference_model(cfg, keras)
+    assert tuple(m.output.shape) == (None, 160 // time_pool, 7)
+    names = [layer.name for layer in m.layers]
+    assert ("pool1" in names) == (stem != "s2")  # s2's strided conv1 replaces pool1
+    assert m.get_layer("conv1").strides == ((1, 1) if stem == "pool" else (2, 2))
+    # the skip: the logits read the BiLSTM's 2 x rnn features and the dense projection's
+    assert m.get_layer("logits").kernel.shape[0] == 2 * cfg.rnn + cfg.dense
+
+
+@pytest.mark.tf
+def test_skip_off_is_the_old_graph() -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+    from captcha_edge.train.model import build_inference_model
+
+    cfg = ModelConfig(num_classes=7, height=32, width=96, size="small")
+    m = build_inference_model(cfg, keras)
+    assert "skip" not in [layer.name for layer in m.layers]
+    assert m.get_layer("logits").kernel.shape[0] == 2 * cfg.rnn
+
+
+def test_cost_model_grows_with_pixels_colour_and_stem() -> None:
+    ms = D.train_ms_per_image
+    assert ms(64, 240, 1) < ms(64, 408, 1) < ms(64, 408, 3)
+    assert ms(64, 240, 1, "s4") < ms(64, 240, 1, "s2") < ms(64, 240, 1, "pool")
+
+
+def test_fit_budget_keeps_what_fits_and_shrinks_what_does_not() -> None:
+    h, w, why = D.fit_budget(64, 240, 1, "s4", 30 * 60, min_width=240)
+    assert (h, w) == (64, 240) and "30-min budget" in why
+    h, w, why = D.fit_budget(64, 408, 3, "s4", 12 * 60, min_width=320)
+    assert h < 64 and 320 <= w < 408 and w % 8 == 0 and why.startswith("shrunk from 408x64")
+    images = 12 * 60 * 1000 / D.train_ms_per_image(h, w, 3)
+    assert images >= D.MIN_BUDGET_IMAGES or h == 32 and w == 320
+    # never below the frames the labels need, nor below a height of 32; says so when short
+    h, w, why = D.fit_budget(64, 640, 3, "s4", 60, min_width=320)
+    assert (h, w) == (32, 320) and "still short" in why
+    assert D.fit_budget(64, 640, 3, "s4", 0, min_width=320)[:2] == (64, 640)  # no budget
+
+
+def test_cli_prints_the_cost_reason(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(12):
+        Image.new("RGB", (600, 80), (255, 255, 255)).save(data / f"abcdef{i % 3}_{i}.png")
+    a = cli.build_parser().parse_args(["--data-dir", str(data), "--label-pattern",
+                                       "^([a-z0-9]+)_", "--out", str(tmp_path / "r"),
+                                       "--max-minutes", "3"])
+    p = cli.prepare(a)
+    out = capsys.readouterr().out
+    assert "cost model" in out and "shrunk from" in out
+    assert p.model_config.width >= 8 * D.FRAMES_PER_CHAR * 7
+    a = cli.build_parser().parse_args(["--data-dir", str(data), "--label-pattern",
+                                       "^([a-z0-9]+)_", "--out", str(tmp_path / "r"),
+                                       "--max-minutes", "3", "--width", "600", "--height", "80"])
+    assert (cli.prepare(a).model_config.width, cli.prepare(a).model_config.height) == (600, 80)
