@@ -289,11 +289,8 @@ def main(argv: Any = None) -> int:
                    help="draw the curves of the newest --config entry per style and exit")
     p.add_argument("extra", nargs="*", help="extra captcha-train options (after --)")
     a = p.parse_args(argv)
-    styles = [s.strip() for s in a.styles.split(",") if s.strip()]
-    bad = [s for s in styles if s not in STYLES]
-    if bad:
-        print(f"bench_styles: error: --styles: unknown {', '.join(bad)} (known: "
-              f"{', '.join(STYLES)})", file=sys.stderr)
+    styles = _style_panel().pick_styles(a.styles, list(STYLES), "bench_styles")
+    if styles is None:
         return 2
     if any(s not in SYNTHETIC for s in styles) and not a.data.is_dir():
         print(f"bench_styles: error: --data {a.data}: no such folder", file=sys.stderr)

@@ -291,6 +291,17 @@ def contact_sheet(style: Style, n: int = 8, seed: int = 0) -> Image.Image:
     return sheet
 
 
+def pick_styles(text: str, known: Sequence[str], prog: str, flag: str = "--styles") -> Optional[List[str]]:
+    """The comma-separated names in ``text``, or None after one error line naming the unknown."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in known]
+    if bad:
+        print(f"{prog}: error: {flag}: unknown {', '.join(bad)} (known: {', '.join(known)})",
+              file=sys.stderr)
+        return None
+    return names
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
@@ -303,19 +314,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--show", metavar="STYLE", help="write a contact sheet of STYLE to --out")
     a = p.parse_args(argv)
     if a.show:
-        if a.show not in STYLES:
-            print(f"style_panel: error: --show: unknown style {a.show!r} (known: "
-                  f"{', '.join(STYLES)})", file=sys.stderr)
+        if pick_styles(a.show, list(STYLES), "style_panel", "--show") is None:
             return 2
         buf = io.BytesIO()
         contact_sheet(STYLES[a.show], seed=a.seed).save(buf, "PNG")
         a.out.write_bytes(buf.getvalue())
         return 0
-    names = [s.strip() for s in a.styles.split(",") if s.strip()]
-    bad = [s for s in names if s not in STYLES]
-    if bad:
-        print(f"style_panel: error: --styles: unknown {', '.join(bad)} (known: "
-              f"{', '.join(STYLES)})", file=sys.stderr)
+    names = pick_styles(a.styles, list(STYLES), "style_panel")
+    if names is None:
         return 2
     for name, parts in make_panel(a.out, names, a.train, a.test, a.seed).items():
         print(f"{name}: {parts['train']} ({a.train}), {parts['test']} ({a.test})")

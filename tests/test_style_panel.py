@@ -1,0 +1,57 @@
+"""scripts/style_panel.py: the synthetic hard styles of the development panel are seeded,
+offline and what they say they are."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_file_module
+from PIL import Image
+
+panel = load_file_module(Path(__file__).resolve().parents[1] / "scripts" / "style_panel.py")
+NEEDS_CAPTCHA = {"mixed-case", "varlen"}  # drawn by the captcha package's ImageCaptcha
+
+
+@pytest.mark.parametrize("name", list(panel.STYLES))
+def test_a_style_is_a_pure_function_of_seed_and_index(name: str) -> None:
+    if name in NEEDS_CAPTCHA:
+        pytest.importorskip("captcha")
+    style = panel.STYLES[name]
+    text, img = panel.draw(style, 3, 17)
+    again_text, again = panel.draw(style, 3, 17)
+    assert text == again_text and np.array_equal(np.asarray(img), np.asarray(again))
+    other_text, other = panel.draw(style, 3, 18)
+    assert (other_text, np.asarray(other).tobytes()) != (text, np.asarray(img).tobytes())
+    lo, hi = style.lengths
+    assert lo <= len(text) <= hi and set(text) <= set(style.charset)
+
+
+def test_the_styles_have_the_modes_and_sizes_they_promise() -> None:
+    sizes = {n: panel.draw(panel.STYLES[n], 0, i)[1] for i, n in enumerate(
+        ("scratch-grey", "wide-color", "small", "dotted-digits"))}
+    assert sizes["scratch-grey"].mode == "L" and sizes["scratch-grey"].size == (200, 80)
+    assert sizes["wide-color"].mode == "RGBA" and 410 <= sizes["wide-color"].width <= 690
+    assert sizes["small"].size == (90, 30)
+    assert sizes["dotted-digits"].mode == "P" and sizes["dotted-digits"].size == (240, 80)
+    lengths = {len(panel.draw(panel.STYLES["wide-color"], 0, i)[0]) for i in range(60)}
+    assert lengths == set(range(4, 9))  # variable length 4-8
+
+
+def test_write_style_writes_a_complete_labelled_folder(tmp_path: Path) -> None:
+    out = panel.write_style(panel.STYLES["small"], tmp_path / "small", 5, seed=1)
+    rows = list(csv.reader((out / "labels.csv").open()))
+    assert rows[0] == ["file", "label"] and len(rows) == 6
+    for name, label in rows[1:]:
+        with Image.open(out / name) as im:
+            assert im.size == (90, 30)
+        assert label == panel.label_of(panel.STYLES["small"], 1, int(name[:7]))
+    assert not list(tmp_path.glob("*.tmp"))
+    assert panel.write_style(panel.STYLES["small"], out, 5, seed=1) == out  # kept, not redrawn
+
+
+def test_unknown_style_is_one_error_line(capsys) -> None:
+    assert panel.main(["--out", "x", "--styles", "small,nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "small" in err[0]
