@@ -82,6 +82,13 @@ def load(json_path: Path, stat: str) -> tuple[dict[str, dict[str, float]], dict[
         for b in data["benchmarks"]:
             b["stats"].pop("data", None)
         write_atomic(json_path, json.dumps(data, indent=1) + "\n")
+    return summarize(data, stat)[0], data
+
+
+def summarize(data: dict[str, Any], stat: str) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """{group: {impl: µs per sample}} of a pytest-benchmark report and each benchmark's 1-min
+    load average, in the report's order; sets ``data["load_range"]`` for the table's header.
+    (scripts/render_results.py reads the committed JSON through this too.)"""
     groups: dict[str, dict[str, float]] = {}
     loads = []
     for b in data["benchmarks"]:
@@ -92,7 +99,7 @@ def load(json_path: Path, stat: str) -> tuple[dict[str, dict[str, float]], dict[
         per = max(1, int(info.get("per_call", 1)))
         groups.setdefault(b["group"], {})[info["impl"]] = b["stats"][stat] * 1e6 / per
     data["load_range"] = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "unknown"
-    return groups, data
+    return groups, loads
 
 
 def _fmt(us: float | None) -> str:

@@ -363,19 +363,10 @@ def _decoder_module() -> Any:
 
 
 def _decoder_groups(src: Sources) -> tuple[dict[str, dict[str, float]], dict[str, Any], str]:
-    """bench_decoder_table.load() without its side effect (it trims the JSON in place)."""
-    data = dict(src.json("decoder-cpu.json"))
-    groups: dict[str, dict[str, float]] = {}
-    loads = []
-    for b in data["benchmarks"]:
-        info = b.get("extra_info", {})
-        if "impl" not in info:
-            continue
-        loads.append(float(info.get("load1", "nan")))
-        per = max(1, int(info.get("per_call", 1)))
-        groups.setdefault(b["group"], {})[info["impl"]] = b["stats"]["median"] * 1e6 / per
-    # formatted as bench_decoder_table.py does, so its --write-docs gives the same block
-    data["load_range"] = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "unknown"
+    """bench_decoder_table.load() without its side effect (it trims the JSON in place), and the
+    load average at the start."""
+    data = dict(src.json("decoder-cpu.json"))   # summarize() sets data["load_range"]
+    groups, loads = _decoder_module().summarize(data, "median")
     return groups, data, f"{loads[0]:.1f}" if loads else "not recorded"
 
 
@@ -697,9 +688,15 @@ def _serve_table(src: Sources) -> str:
                   "server CPU ms / captcha"], ["---", *["---:"] * 6], rows)
 
 
-@region("serve-rss", "serve.json")
-def _serve_rss(src: Sources) -> str:
-    rss = src.json("serve.json")["rss"]
+def _serve_section(name: str, key: str) -> Callable[[Callable[[dict[str, Any]], str]], Render]:
+    """Register ``fn`` as the renderer of region NAME, called with serve.json's section KEY."""
+    def deco(fn: Callable[[dict[str, Any]], str]) -> Render:
+        return region(name, "serve.json")(lambda src: fn(src.json("serve.json")[key]))
+    return deco
+
+
+@_serve_section("serve-rss", "rss")
+def _serve_rss(rss: dict[str, Any]) -> str:
     s = dict((n, mb) for n, mb in rss["samples_requests_mb"])
     first = min(n for n in s if n > 0)
     last = max(s)
@@ -709,9 +706,8 @@ def _serve_rss(src: Sources) -> str:
             f"{count(rss['requests'])} requests")
 
 
-@region("serve-ray", "serve.json")
-def _serve_ray(src: Sources) -> str:
-    ray = src.json("serve.json")["ray"]
+@_serve_section("serve-ray", "ray")
+def _serve_ray(ray: dict[str, Any]) -> str:
     return (f"{fix(ray['ray_2_actors_images_per_s'], 0)} images/s "
             f"({fix(ray['ray_seconds'], 1)} s, warm actors) vs `captcha-edge predict --threads 2` "
             f"{fix(ray['predict_threads_2_images_per_s'], 0)} images/s "
