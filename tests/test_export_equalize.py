@@ -82,11 +82,13 @@ def test_equalize_keeps_the_float_function(stem):
     ref = keras_probs(m, images)
     done = transform(m, "equalize", images)
     assert [d["relu"] for d in done] == ["relu1"]
-    assert done[0]["next"] == ("conv2" if stem == "pool" else "conv2")
+    assert done[0]["next"] == "conv2"
     after = equalize.channel_ranges(m, relu1, images)
     assert np.allclose(keras_probs(m, images), ref, atol=1e-5)
-    spread = lambda r: r.max() / max(r[r > 0].min(), 1e-12)  # noqa: E731
-    assert spread(after) < spread(before) ** 0.6  # alpha 0.5 takes the square root
+    # alpha 0.5 takes the square root of the spread, over the channels above the floor
+    live = before >= equalize.MIN_SHARE * before.max()
+    spread = lambda r: r[live].max() / r[live].min()  # noqa: E731
+    assert spread(before) > 10 and spread(after) <= 1.01 * spread(before) ** 0.5
     assert np.isclose(after.max(), before.max(), rtol=1e-4)  # the widest channel is kept
 
 
