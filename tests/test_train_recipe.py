@@ -26,7 +26,8 @@ def test_unknown_stem_and_too_small_s4_are_refused() -> None:
 
 def test_new_runs_default_to_the_cheap_stem_and_the_skip() -> None:
     a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
-    assert a.stem == cli.DEFAULT_STEM != "pool" and a.skip == "on" and a.epochs == "auto"
+    assert a.stem == "auto" and a.skip == "on" and a.epochs == "auto"
+    assert cli.DEFAULT_STEM == "s4" and a.warmup_epochs is None
 
 
 @pytest.mark.tf
@@ -122,3 +123,20 @@ def test_a_tiny_panel_style_learns_with_the_defaults(tmp_path) -> None:
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert float(rows[0]["val_cer"]) < 0.9, "still on the blank plateau after the first epoch"
     assert metrics["val_seq_acc"] >= 0.6, metrics["val_seq_acc"]
+
+
+def test_stem_auto_falls_back_to_s2_below_a_height_of_32(tmp_path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(10):
+        Image.new("L", (96, 24), 255).save(data / f"ab{i % 2}_{i}.png")
+    base = ["--data-dir", str(data), "--label-pattern", "^([a-z0-9]+)_", "--out",
+            str(tmp_path / "r"), "-q"]
+    low = cli.prepare(cli.build_parser().parse_args([*base, "--height", "24", "--width", "96"]))
+    high = cli.prepare(cli.build_parser().parse_args([*base, "--height", "40", "--width", "96"]))
+    assert (low.model_config.stem, high.model_config.stem) == ("s2", "s4")
+    given = cli.prepare(cli.build_parser().parse_args([*base, "--height", "40", "--width", "96",
+                                                       "--stem", "pool"]))
+    assert given.model_config.stem == "pool"

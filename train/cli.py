@@ -41,6 +41,8 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 DEFAULT_CONVS = "1,1,1"
 #: conv1 layout of new runs (ModelConfig's own default "pool" is the old graph).
 DEFAULT_STEM = "s4"
+#: --stem auto below this input height (s4 pools the height by 16).
+S4_MIN_HEIGHT = 32
 #: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
 DEFAULT_SKIP = "on"
 #: Augmentation starts once the model reads this share of the validation captchas.
@@ -51,6 +53,9 @@ MIN_EPOCH_STEPS = 200
 AUTO_EPOCHS_NO_BUDGET = 40
 #: --epochs auto with a budget: a bound the budget always reaches first in practice.
 AUTO_EPOCHS_CAP = 10_000
+#: Default warm-up, in optimizer steps: measured on the panel's scratch-grey style, a warm-up of
+#: 2 epochs (800 steps of 8000 images) kept CTC on its blank plateau two epochs longer.
+WARMUP_STEPS = 300
 #: Default time budget of a run, in minutes.
 DEFAULT_MAX_MINUTES = 30.0
 
@@ -117,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--convs", metavar="A,B,C", default=DEFAULT_CONVS,
                    help=f"conv layers (Conv2D+BatchNorm+ReLU) in each of the 3 blocks "
                         f"(default {DEFAULT_CONVS})")
-    g.add_argument("--stem", choices=STEMS, default=DEFAULT_STEM,
-                   help="first conv: s4 (default) = stride 2 and a 2x2 max-pool, so the other "
+    g.add_argument("--stem", choices=("auto", *STEMS), default="auto",
+                   help=f"first conv: auto (default) = {DEFAULT_STEM}, or s2 below a height of "
+                        f"{S4_MIN_HEIGHT}; s4 = stride 2 and a 2x2 max-pool, so the other "
                         "blocks see a quarter of the pixels (~2.5x cheaper per training image); "
                         "s2 = stride 2, no pool (~1.5x); pool = full resolution then the pool "
                         "(the graph before issue 22)")
@@ -143,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=16,
                    help="global batch size (default 16; split across GPUs)")
     g.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
-    g.add_argument("--warmup-epochs", type=float, default=2.0,
-                   help="linear warm-up before the cosine decay (default 2)")
+    g.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up before the cosine decay, in epochs (default: "
+                        f"{WARMUP_STEPS} optimizer steps, whatever the data set's size)")
     g.add_argument("--patience", type=int, default=15,
                    help="stop after this many epochs without a better validation score; 0 = never")
     g.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
@@ -182,7 +189,7 @@ def _check_args(a: argparse.Namespace) -> None:
         (a.epochs == "auto" or a.epochs >= 1, f"--epochs must be >= 1; got {a.epochs}"),
         (a.batch_size >= 1, f"--batch-size must be >= 1; got {a.batch_size}"),
         (math.isfinite(a.lr) and a.lr > 0, f"--lr must be > 0; got {a.lr}"),
-        (a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
+        (a.warmup_epochs is None or a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
         (a.patience >= 0, f"--patience must be >= 0; got {a.patience}"),
         (a.max_minutes >= 0, f"--max-minutes must be >= 0; got {a.max_minutes}"),
         (0 <= a.augment_from <= 1, f"--augment-from must be in [0, 1]; got {a.augment_from}"),
@@ -336,8 +343,10 @@ def prepare(a: argparse.Namespace) -> Any:
     everything = real + synthetic
     longest = max((len(s.label) for s in everything), default=1)
     chosen = _choose_input(a, real, longest, int(arch["time_pool"]), init_recipe,
-                           str(arch.get("stem", "pool")))
+                           DEFAULT_STEM if arch["stem"] == "auto" else str(arch["stem"]))
     height, width, color = chosen["height"], chosen["width"], chosen["color"]
+    if arch["stem"] == "auto":
+        arch["stem"] = DEFAULT_STEM if height >= S4_MIN_HEIGHT else "s2"
     try:
         recipe = make_recipe(height=height, width=width, resize=a.resize,
                              resample=a.resample, color=color)
@@ -437,7 +446,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             epochs, min_steps = a.epochs, 0
         opts = Options(out=a.out, epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr,
                        min_epoch_steps=min_steps,
-                       warmup_epochs=a.warmup_epochs, patience=a.patience, seed=a.seed,
+                       warmup_epochs=a.warmup_epochs, warmup_steps=WARMUP_STEPS,
+                       patience=a.patience, seed=a.seed,
                        augment=augment, augment_from=a.augment_from, resume=a.resume,
                        threads=a.threads,
                        max_minutes=a.max_minutes, budget_clock=a.budget_clock,

@@ -61,7 +61,8 @@ class Options:
     epochs: int = 40
     batch_size: int = 16
     learning_rate: float = 3e-3
-    warmup_epochs: float = 2.0
+    warmup_epochs: Optional[float] = 2.0  # None: warmup_steps
+    warmup_steps: int = 300
     patience: int = 15
     seed: int = 0
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
@@ -390,7 +391,8 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     passes = max(1, -(-len(p.train_images) // o.batch_size))
     steps_per_epoch = max(passes, o.min_epoch_steps)
     total_steps = steps_per_epoch * o.epochs
-    warmup = min(int(o.warmup_epochs * steps_per_epoch), total_steps // 2)
+    warmup = min(int(o.warmup_epochs * steps_per_epoch) if o.warmup_epochs is not None
+                 else o.warmup_steps, total_steps // 2)
     schedule = BudgetSchedule(peak=o.learning_rate, total_steps=total_steps, warmup_steps=warmup,
                               budget_seconds=o.max_minutes * 60)
     with strategy.scope():
