@@ -30,19 +30,15 @@
 # host's network needs; nothing else of the host enters the rootfs.
 set -Eeuo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 ARCH=amd64
 # README, "Two commands on a fresh machine": python3-venv, a C compiler (gcc, python3-dev), and
 # git + make to clone and run; ca-certificates for pip over HTTPS.
 USER_PACKAGES="python3,python3-venv,python3-dev,gcc,make,git,ca-certificates"
 CACHE="${CAPTCHA_EDGE_BARE_CACHE:-$HOME/.cache/captcha-edge/bare-rootfs}"
 STEPS="${BARE_STEPS:-demo test runtime}"
-GUEST_REPO=/work/captcha-edge
-T0=$(date +%s)
+# shellcheck source=lib/rootfs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/rootfs.sh"   # SCRIPT_DIR REPO SELF GUEST_REPO say; SUITE MIRRORS
 
-say() { printf '\n==> %s  [%ss]\n' "$*" "$(( $(date +%s) - T0 ))"; }
 die() { printf '\nBARE CHECK FAILED: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
@@ -90,12 +86,11 @@ if [[ "${1:-}" == "__inner" ]]; then   # in a private mount + pid namespace: mou
     mkdir -p "$ROOT/work/shared"
     mount --bind -o ro "$SHARED" "$ROOT/work/shared"
   fi
-  cp "$SELF" "$ROOT/work/bare-check.sh"
   exec chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CI=true \
     PIP_CERT=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
     PIP_NO_INPUT=1 PYTHONUNBUFFERED=1 BARE_STEPS="$STEPS" GUEST_REPO="$GUEST_REPO" \
-    /bin/bash -Eeuo pipefail /work/bare-check.sh __guest
+    /bin/bash -Eeuo pipefail "$GUEST_REPO/scripts/bare-check.sh" __guest   # the checkout's copy
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -103,8 +98,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # shellcheck source=lib/host.sh
 source "$SCRIPT_DIR/lib/host.sh"
-# shellcheck source=lib/rootfs.sh
-source "$SCRIPT_DIR/lib/rootfs.sh"   # SUITE, MIRRORS
 BASE="$(rootfs_dir "$CACHE" "$ARCH" "$USER_PACKAGES")"
 parse_rootfs_args "$@"
 require_root_x86 "apt-get, mounts, chroot"

@@ -40,9 +40,9 @@ def measure(arch: Dict[str, Any], height: int, width: int, channels: int, batch:
     """Images per CPU-second of ``steps`` training steps (after 5 warm-up steps)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
+    from captcha_edge.train import fit
     from captcha_edge.train.augment import AugmentConfig
     from captcha_edge.train.ctc import ctc_loss, pack_targets
-    from captcha_edge.train import fit
     from captcha_edge.train.fit import configure_tensorflow
     from captcha_edge.train.model import ModelConfig, build_model
 

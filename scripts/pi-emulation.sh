@@ -43,9 +43,8 @@
 #   CAPTCHA_EDGE_PI_DATA=DIR     captchas (default ../shared/data/captcha_images_v2 beside the repo).
 set -Eeuo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+# shellcheck source=lib/rootfs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/rootfs.sh"   # SCRIPT_DIR REPO SELF GUEST_REPO say; SUITE MIRRORS
 
 ARCH=arm64
 # ccache: the Cython decoder takes minutes to compile under emulation; reruns of the same source reuse
@@ -64,11 +63,8 @@ ONLY_BINARY="numpy,pillow,ai-edge-litert,tflite-runtime,cython"
 TEST_DEPS=("pytest>=8,<10" "hypothesis>=6.100,<7")
 TFLITE_RUNTIME_SPEC="tflite-runtime==2.14.*"
 
-GUEST_REPO=/work/captcha-edge          # ../shared sits beside it, as in a checkout
 GUEST_OUT=/work/out
-T0=$(date +%s)
 
-say() { printf '\n==> %s  [%ss]\n' "$*" "$(( $(date +%s) - T0 ))"; }
 die() { printf '\nPI EMULATION FAILED: %s\n' "$*" >&2; exit 1; }
 trap 'printf "\nPI EMULATION FAILED: line %s of %s: %s (exit %s)\n" "$LINENO" "${BASH_SOURCE[0]}" "$BASH_COMMAND" "$?" >&2' ERR
 
@@ -133,8 +129,6 @@ if [[ "${CAPTCHA_EDGE_SKIP_PI:-}" == "1" ]]; then
 fi
 # shellcheck source=lib/host.sh
 source "$SCRIPT_DIR/lib/host.sh"
-# shellcheck source=lib/rootfs.sh
-source "$SCRIPT_DIR/lib/rootfs.sh"   # SUITE, MIRRORS
 ROOTFS="$(rootfs_dir "$CACHE" "$ARCH" "$PACKAGES")"   # exported to the inner part (below)
 parse_rootfs_args "$@"
 require_root_x86 "apt-get, binfmt_misc, mounts, chroot"
