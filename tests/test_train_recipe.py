@@ -45,8 +45,9 @@ def test_every_stem_emits_the_same_frames(stem: str, time_pool: int) -> None:
     names = [layer.name for layer in m.layers]
     assert ("pool1" in names) == (stem != "s2")  # s2's strided conv1 replaces pool1
     assert m.get_layer("conv1").strides == ((1, 1) if stem == "pool" else (2, 2))
-    # the skip: the logits read the BiLSTM's 2 x rnn features and the dense projection's
-    assert m.get_layer("logits").kernel.shape[0] == 2 * cfg.rnn + cfg.dense
+    # the skip: the logits add a Dense of the projection to the Dense of the BiLSTM's features
+    assert m.get_layer("logits").kernel.shape[0] == 2 * cfg.rnn
+    assert m.get_layer("logits_skip").kernel.shape[0] == cfg.dense
 
 
 @pytest.mark.tf
@@ -57,7 +58,7 @@ def test_skip_off_is_the_old_graph() -> None:
 
     cfg = ModelConfig(num_classes=7, height=32, width=96, size="small")
     m = build_inference_model(cfg, keras)
-    assert "skip" not in [layer.name for layer in m.layers]
+    assert not {"logits_skip", "logits_sum"} & {layer.name for layer in m.layers}
     assert m.get_layer("logits").kernel.shape[0] == 2 * cfg.rnn
 
 

@@ -59,7 +59,8 @@ class ModelConfig:
     # run at a quarter of the pixels (~2.3x; the height is pooled by 16, not 8). docs/train.md
     # has the cost model.
     stem: str = "pool"
-    # True: the logits also see the projected conv features (a skip around the BiLSTM), so the
+    # True: the logits also see the projected conv features (a skip around the BiLSTM: a second
+    # Dense "logits_skip" from the projection, added to "logits" in "logits_sum"), so the
     # per-frame glyph detectors get a direct gradient from the first step: CTC leaves its
     # all-blank plateau without waiting for the LSTM to learn to pass features through.
     skip: bool = False
@@ -158,9 +159,15 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
     x = L.Dropout(cfg.dropout, name="drop")(x)
     seq = L.Bidirectional(L.LSTM(cfg.rnn, return_sequences=True, unroll=unroll),
                           name="bilstm")(x)
-    x = L.Concatenate(name="skip")([seq, x]) if cfg.skip else seq
-    x = L.Dense(cfg.num_classes, name="logits")(x)
-    probs = L.Activation("softmax", dtype="float32", name="probs")(x)
+    out = L.Dense(cfg.num_classes, name="logits")(seq)
+    if cfg.skip:
+        # Dense(concat(seq, x)) written as a sum of two Dense layers (the same function): the
+        # int8 CONCATENATION of the fused LSTM's output with its own input corrupts the heap of
+        # the TFLite interpreter at 128 LSTM units (TF 2.21 / ai-edge-litert; a 64- or 96-unit
+        # LSTM, or ADD, do not), so the graph has no such concatenation.
+        direct = L.Dense(cfg.num_classes, use_bias=False, name="logits_skip")(x)
+        out = L.Add(name="logits_sum")([out, direct])
+    probs = L.Activation("softmax", dtype="float32", name="probs")(out)
     return keras.Model(image, probs, name="crnn")
 
 
@@ -175,6 +182,6 @@ def build_model(cfg: ModelConfig, keras: Any = None) -> Tuple[Any, Any]:
     if keras is None:
         keras = importlib.import_module("keras")  # Keras 3
     inference = build_inference_model(cfg, keras)
-    logits = inference.get_layer("logits").output
+    logits = inference.get_layer("logits_sum" if cfg.skip else "logits").output
     train = keras.Model(inference.input, logits, name="crnn_train")
     return train, inference
