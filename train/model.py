@@ -112,6 +112,11 @@ class ModelConfig:
         d = asdict(self)
         d["filters"] = list(self.filters)
         d["convs"] = list(self.convs)
+        # At the old graph's values the keys are left out, so a model.json written before they
+        # existed reads and writes back unchanged.
+        for key, old in (("stem", "pool"), ("skip", False)):
+            if d[key] == old:
+                del d[key]
         return d
 
     @classmethod
