@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .._common import CliParser  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
-from .model import SIZES, STEMS, ModelConfig  # noqa: E402
+from .model import S4_MIN_HEIGHT, SIZES, STEMS, ModelConfig  # noqa: E402
 
 EPILOG = """\
 examples:
@@ -41,8 +41,6 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 DEFAULT_CONVS = "1,1,1"
 #: conv1 layout of new runs (ModelConfig's own default "pool" is the old graph).
 DEFAULT_STEM = "s4"
-#: --stem auto below this input height (s4 pools the height by 16).
-S4_MIN_HEIGHT = 32
 #: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
 DEFAULT_SKIP = "on"
 #: Augmentation starts once the model reads this share of the validation captchas.

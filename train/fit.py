@@ -369,7 +369,7 @@ def warm_start(inference: Any, src: WarmStart, charset: str, keras: Any) -> str:
             fresh.append(layer.name)
             continue
         if layer.name in ("logits", "logits_skip") and src.charset != charset:
-            if [w.shape[0] for w in mine[:1]] != [w.shape[0] for w in theirs[:1]]:
+            if mine[0].shape[0] != theirs[0].shape[0]:  # kernel (in, C): another input width
                 fresh.append(layer.name)
                 continue
             index = {c: i for i, c in enumerate(src.charset)}

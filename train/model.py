@@ -33,6 +33,8 @@ SIZES: Dict[str, Dict[str, Any]] = {
 
 #: conv1 layouts (see ModelConfig.stem).
 STEMS = ("pool", "s2", "s4")
+#: Stem s4 pools the height by 16: the smallest input height it takes.
+S4_MIN_HEIGHT = 32
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,9 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}; got {self.stem!r}")
-        if self.stem == "s4" and self.height < 32:
-            raise ValueError(f"stem s4 pools the height by 16: it needs a height of at least 32; "
-                             f"got {self.height}")
+        if self.stem == "s4" and self.height < S4_MIN_HEIGHT:
+            raise ValueError(f"stem s4 pools the height by 16: it needs a height of at least "
+                             f"{S4_MIN_HEIGHT}; got {self.height}")
         if len(self.convs) != 3 or not all(1 <= int(c) <= 3 for c in self.convs):
             raise ValueError(f"convs must be 3 ints in 1..3 (conv layers per block); got "
                              f"{self.convs}")
@@ -164,20 +166,18 @@ def build_inference_model(cfg: ModelConfig, keras: Any = None, *, unroll: bool =
     x = L.Dropout(cfg.dropout, name="drop")(x)
     seq = L.Bidirectional(L.LSTM(cfg.rnn, return_sequences=True, unroll=unroll),
                           name="bilstm")(x)
-    init: Any = "glorot_uniform"
-    if cfg.skip:
-        # Both heads drawn as one Dense over the concatenated features would be (Glorot over
-        # their summed fan-in): the sum starts as that Dense does. (With each head's own
-        # Glorot range the panel's small style read 20 % after 1.5 CPU-minutes, not 95 %.)
-        fan_in = 2 * cfg.rnn + cfg.dense
-        limit = (6.0 / (fan_in + cfg.num_classes)) ** 0.5
-        init = keras.initializers.RandomUniform(-limit, limit)
-    out = L.Dense(cfg.num_classes, kernel_initializer=init, name="logits")(seq)
-    if cfg.skip:
+    if not cfg.skip:
+        out = L.Dense(cfg.num_classes, name="logits")(seq)
+    else:
         # Dense(concat(seq, x)) written as a sum of two Dense layers (the same function): the
         # int8 CONCATENATION of the fused LSTM's output with its own input corrupts the heap of
         # the TFLite interpreter at 128 LSTM units (TF 2.21 / ai-edge-litert; a 64- or 96-unit
-        # LSTM, or ADD, do not), so the graph has no such concatenation.
+        # LSTM, or ADD, do not), so the graph has no such concatenation. Both heads start as
+        # that one Dense would (Glorot over the summed fan-in): with each head's own Glorot
+        # range the panel's small style read 20 % after 1.5 CPU-minutes, not 91 %.
+        limit = (6.0 / (2 * cfg.rnn + cfg.dense + cfg.num_classes)) ** 0.5
+        init = keras.initializers.RandomUniform(-limit, limit)
+        out = L.Dense(cfg.num_classes, kernel_initializer=init, name="logits")(seq)
         direct = L.Dense(cfg.num_classes, use_bias=False, kernel_initializer=init,
                          name="logits_skip")(x)
         out = L.Add(name="logits_sum")([out, direct])
