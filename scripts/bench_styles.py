@@ -22,6 +22,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -311,12 +312,15 @@ def main(argv: Any = None) -> int:
             entry = describe(a.record, style, a.config, a.note or "recorded run", tr, a)
         else:
             entry = bench_one(style, a.config, list(a.extra), a)
-        entries = json.loads(out.read_text()) if out.exists() else []
-        entries.append(entry)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(entries, indent=1) + "\n")
-        os.replace(tmp, out)
-        write_md(entries, RESULTS / "styles.md")
+        # Two benchmark queues may finish at once: the read-append-replace runs under a lock.
+        with (RESULTS / ".styles.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = json.loads(out.read_text()) if out.exists() else []
+            entries.append(entry)
+            tmp = out.with_suffix(f".json.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(entries, indent=1) + "\n")
+            os.replace(tmp, out)
+            write_md(entries, RESULTS / "styles.md")
         print(json.dumps({k: entry.get(k) for k in ("style", "config", "geometry", "color",
                                                     "keras", "int8", "train")}), flush=True)
     return 0

@@ -247,6 +247,76 @@ def _styles(src: Sources) -> str:
             f"scratch)")
 
 
+#: The issue-22 panel comparison at 4 CPU-minutes: the defaults against the graph and schedule
+#: before issue 22 (for the shared styles, their earlier 4-5 CPU-minute runs of those defaults).
+PANEL_STYLES = ("scratch-grey", "wide-color", "mixed-case", "small", "dotted-digits", "varlen",
+                "v2", "amazon", "digits-color", "swust")
+PANEL_OLD_SHARED = {"v2": "new-defaults-gated", "amazon": "new-defaults",
+                    "digits-color": "new-defaults-gated", "swust": "new-defaults-gated"}
+
+
+def _panel_entry(src: Sources, style: str, old: bool) -> dict[str, Any] | None:
+    config = (PANEL_OLD_SHARED.get(style, "old-defaults-4min-cpu") if old
+              else "defaults-4min-cpu")
+    runs = [r for r in src.json("styles.json") if r["style"] == style and r["config"] == config
+            and "error" not in r]
+    return runs[-1] if runs else None
+
+
+def _ms_per_image(e: dict[str, Any], old: bool) -> float:
+    """Training CPU-ms per training image seen (validation included), from the epoch count."""
+    passes = -(-int(e["train_count"]) // 16)
+    steps = passes if old else max(passes, 200)  # --epochs auto: epochs of >= 200 steps
+    return 1000.0 * float(e["train_cpu_seconds"]) / (int(e["epochs_run"]) * steps * 16)
+
+
+def _panel_acc(e: dict[str, Any]) -> tuple[float, str]:
+    test = e.get("int8_test")
+    if test:
+        return float(test["seq_acc"]), "unseen"
+    return float(e["int8"]["seq_acc"]), "held-out"
+
+
+def _first_read(e: dict[str, Any]) -> str:
+    hit = [c for c, a in e.get("curve_cpu_s_val_acc") or [] if a > 0]
+    return f"{hit[0]:.0f}" if hit else ("-" if not e.get("curve_cpu_s_val_acc") else "never")
+
+
+@region("panel-compare", "styles.json", block=True)
+def _panel_compare(src: Sources) -> str:
+    rows = []
+    for style in PANEL_STYLES:
+        new, old = _panel_entry(src, style, False), _panel_entry(src, style, True)
+        if new is None:
+            continue
+        acc, where = _panel_acc(new)
+        o_acc = _panel_acc(old)[0] if old else None
+        rows.append([
+            style, f"{new['geometry']} {'grey' if new['color'] == 'L' else new['color']}",
+            fix(_ms_per_image(new, False), 1),
+            fix(_ms_per_image(old, True), 1) if old else "-", _first_read(new),
+            bold(pct(acc), o_acc is None or acc >= o_acc) + f" ({where})",
+            (pct(o_acc) + f" ({old['geometry']})") if old and o_acc is not None else "-",
+            pct2(new["int8"]["frame_agreement"]) if new.get("int8") else "-"])
+    return table(["style", "input (new)", "ms/img new", "ms/img old", "val > 0 at CPU-s",
+                  "int8 new", "int8 old", "frame agreement (new)"],
+                 ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
+
+
+@region("train-speed-ratio", "train_speed.json")
+def _train_speed_ratio(src: Sources) -> str:
+    return f"{fix(src.json('train_speed.json')[-1]['ratio_to_old-defaults']['new-defaults'], 2)}x"
+
+
+@region("train-speed", "train_speed.json")
+def _train_speed(src: Sources) -> str:
+    e = src.json("train_speed.json")[-1]
+    m, r = e["median_img_per_cpu_s"], e["ratio_to_old-defaults"]
+    return (f"old graph {fix(m['old-defaults'], 1)} images per CPU-second, `s2` "
+            f"{fix(m['stem-s2'], 1)} ({fix(r['stem-s2'], 2)}x), the new defaults (`s4` + skip) "
+            f"{fix(m['new-defaults'], 1)} (**{fix(r['new-defaults'], 2)}x**)")
+
+
 @region("warmstart-table", "warmstart.json", block=True)
 def _warmstart_table(src: Sources) -> str:
     runs = src.json("warmstart.json")
