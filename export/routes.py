@@ -49,9 +49,10 @@ ROUTES: Tuple[Route, ...] = (
           "copies with jittered contrast, brightness and noise, so the ranges cover what "
           "the model meets"),
     Route("equalize", "tf_keras", "given",
-          "the first conv's output channels rescaled to even ranges (BatchNorm gamma/beta "
-          "times s, the next conv's input weights divided by s: the same float model), so one "
-          "int8 scale fits every channel; calibrated on the chosen images",
+          "the first conv's output channels rescaled so that each gets the same share of "
+          "relu1's one int8 scale as of conv2's weight scales (BatchNorm gamma/beta "
+          "times s, the next conv's input weights divided by s: the same float model); "
+          "calibrated on the chosen images",
           transform="equalize", targets="first-conv"),
 )
 # Measured and left out (docs/export.md): the unrolled LSTM ("--route unroll" calibrated the
