@@ -84,19 +84,22 @@ def ladder(first: str = "plain", only: bool = False) -> List[Route]:
 def jitter(images: np.ndarray, copies: int = 1, seed: int = 0) -> np.ndarray:
     """``images`` plus ``copies`` jittered versions of each: contrast x(0.7..1.3) about the mean,
     brightness +-12, Gaussian noise of std 0..8 grey levels (training's augmentation ranges for
-    the photometric changes, the ones that move activation ranges), as uint8 (N*(1+copies), H, W).
-    """
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (N, H, W); got {images.dtype} {images.shape}")
+    the photometric changes, the ones that move activation ranges), as uint8 (N*(1+copies), H,
+    W[, C]). Grey (N, H, W) and colour (N, H, W, C) images alike: one contrast and brightness per
+    image, as training draws them."""
+    if images.ndim not in (3, 4) or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, H, W) or (N, H, W, C); got {images.dtype} "
+                         f"{images.shape}")
     rng = np.random.default_rng(seed)
     out = [images]
     x = images.astype(np.float32)
     n = len(images)
+    per_image = (n,) + (1,) * (images.ndim - 1)
     for _ in range(copies):
-        mean = x.mean(axis=(1, 2), keepdims=True)
-        c = rng.uniform(0.7, 1.3, (n, 1, 1)).astype(np.float32)
-        b = rng.uniform(-12, 12, (n, 1, 1)).astype(np.float32)
-        std = rng.uniform(0, 8, (n, 1, 1)).astype(np.float32)
+        mean = x.mean(axis=tuple(range(1, images.ndim)), keepdims=True)
+        c = rng.uniform(0.7, 1.3, per_image).astype(np.float32)
+        b = rng.uniform(-12, 12, per_image).astype(np.float32)
+        std = rng.uniform(0, 8, per_image).astype(np.float32)
         y = (x - mean) * c + mean + b + rng.standard_normal(x.shape).astype(np.float32) * std
         out.append(np.clip(np.rint(y), 0, 255).astype(np.uint8))
     return np.concatenate(out)

@@ -41,6 +41,19 @@ def test_jitter_keeps_originals_and_stays_in_range():
     assert np.array_equal(out, routes.jitter(imgs, copies=2, seed=3))  # seeded
 
 
+def test_jitter_takes_colour_images():
+    """RGB runs reach the wide-calibration route too (a dotted-digits model crashed there)."""
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 256, (4, 8, 12, 3)).astype(np.uint8)
+    out = routes.jitter(imgs, copies=1, seed=3)
+    assert out.dtype == np.uint8 and out.shape == (8, 8, 12, 3)
+    assert np.array_equal(out[:4], imgs) and not np.array_equal(out[4:], imgs)
+    grey = imgs[..., 0]
+    assert np.array_equal(routes.jitter(grey, copies=1, seed=3)[:4], grey)
+    with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, H, W, C\)"):
+        routes.jitter(imgs[0, 0])
+
+
 def test_jitter_rejects_float_images():
     with pytest.raises(ValueError, match="images must be uint8"):
         routes.jitter(np.zeros((2, 4, 4), np.float32))
