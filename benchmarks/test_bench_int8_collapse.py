@@ -125,11 +125,10 @@ def summary(name: str, how: str, code: int, report: Dict[str, Any]) -> Dict[str,
         "diagnosis_after": worst(report.get("int8_diagnosis", {}).get("chosen") or {})
         if route["route"] != "plain" else None,
     }
+    from captcha_edge._common import atomic_write_json
+
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    entries.append(entry)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    os.replace(tmp, RESULTS)
+    atomic_write_json(RESULTS, [*entries, entry])
     print("\n" + json.dumps(entry, indent=1))
     return entry
 

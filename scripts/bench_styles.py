@@ -298,6 +298,8 @@ def main(argv: Any = None) -> int:
     if any(s not in SYNTHETIC for s in styles) and not a.data.is_dir():
         print(f"bench_styles: error: --data {a.data}: no such folder", file=sys.stderr)
         return 2
+    from captcha_edge._common import atomic_write_json
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "styles.json"
     if a.plot is not None:
@@ -319,9 +321,7 @@ def main(argv: Any = None) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = json.loads(out.read_text()) if out.exists() else []
             entries.append(entry)
-            tmp = out.with_suffix(f".json.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(entries, indent=1) + "\n")
-            os.replace(tmp, out)
+            atomic_write_json(out, entries)
             write_md(entries, RESULTS / "styles.md")
         print(json.dumps({k: entry.get(k) for k in ("style", "config", "geometry", "color",
                                                     "keras", "int8", "train")}), flush=True)
