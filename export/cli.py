@@ -36,6 +36,7 @@ from .._common import (
     seconds_option,
 )
 from ..metadata import ModelMeta
+from . import routes
 from .formats import FORMATS, INT8_OUTPUTS, parse_formats
 from .runfolder import (
     ExportError,
@@ -61,6 +62,7 @@ examples:
   captcha-export runs/site-a --int8 --max-drop 0.5   # exit 1 if int8 loses > 0.5 pp vs Keras
                                                     # on every integer route it tries
   captcha-export runs/site-a --int8 --diagnose      # + where int8 loses accuracy, per layer
+  captcha-export runs/site-a --int8 --int8-route equalize   # only the equalize route
 
 formats:
 """ + "\n".join(f"  {f.name:<8} {f.summary}" for f in FORMATS.values()) + """
@@ -93,10 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the graph is rebuilt for conversion: tf_keras keeps the fused LSTM "
                         "op (default); unroll unrolls it into plain ops (see docs/export.md)")
     # -- int8 routes and diagnosis (export/routes.py, export/diagnose.py) --
-    g.add_argument("--int8-route", choices=("auto", "plain"), default="auto",
+    g.add_argument("--int8-route", choices=("auto", *routes.ROUTE_NAMES), default="auto",
                    help="auto (default): when the plain int8 model loses more than --max-drop, "
-                        "try the next integer routes (docs/export.md) and keep the first that "
-                        "holds, else the best; plain: only the plain route")
+                        "try the other integer routes (docs/export.md) in the order the "
+                        "diagnosis suggests and keep the first that holds, else the best; a "
+                        "route's name: only that route (" + ", ".join(routes.ROUTE_NAMES) + ")")
     g.add_argument("--diagnose", action="store_true",
                    help="measure where int8 loses accuracy (per-layer quantization error, and "
                         "the gain when one layer is left in float); automatic when the plain "
@@ -179,6 +182,12 @@ def check_args(a: argparse.Namespace) -> List[str]:
             if val is not None:
                 raise ExportError(f"{opt} only applies to the int8 format; formats: "
                                   f"{', '.join(formats)}")
+    forced = routes.get(a.int8_route) if a.int8_route != "auto" else None
+    if forced is not None and forced.calibration == "wide":
+        for opt, val in (("--calib-dir", a.calib_dir), ("--calib-synthetic", a.calib_synthetic)):
+            if val is not None:
+                raise ExportError(f"--int8-route {forced.name} calibrates on the run's training "
+                                  f"images; drop {opt}")
     if a.calib_dir is not None and not a.calib_dir.is_dir():
         raise ExportError(f"--calib-dir {a.calib_dir}: no such folder")
     if a.data_dir is not None and not a.data_dir.is_dir():
@@ -410,6 +419,12 @@ def plan(a: argparse.Namespace, formats: List[str]) -> Plan:
         if existing:
             raise ExportError(f"{existing[0]} already exists; pass --force to overwrite")
     cal = _calibration(a, run) if "int8" in formats else None
+    forced = routes.get(a.int8_route) if a.int8_route != "auto" else None
+    # A route asked for by name is the first (and only) conversion: its weight transform and
+    # its calibration images.
+    a.transform = forced.transform if forced is not None else "none"
+    if cal is not None and forced is not None and forced.calibration == "wide":
+        cal = routes.wide_calibration(run, a.data_dir, a.seed)
     val = None
     if not a.no_verify:
         val = load_split(run, "val", a.data_dir)

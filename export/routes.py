@@ -105,6 +105,19 @@ def jitter(images: np.ndarray, copies: int = 1, seed: int = 0) -> np.ndarray:
     return np.concatenate(out)
 
 
+def wide_calibration(run: Any, data_dir: Optional[Path], seed: int) -> Any:
+    """The wide route's calibration set (an ImageSet): up to :data:`WIDE_CALIB_SIZE` images of
+    the run's training split, each followed by one :func:`jitter` copy (named ``NAME~jitter``)."""
+    from .runfolder import ImageSet, load_split
+
+    more = load_split(run, "train", data_dir, limit=WIDE_CALIB_SIZE, seed=seed)
+    return ImageSet(names=more.names + [f"{n}~jitter" for n in more.names],
+                    labels=more.labels + more.labels,
+                    images=jitter(more.images, copies=1, seed=seed), skipped=more.skipped,
+                    origin=f"{more.origin}, plus one jittered copy of each image",
+                    source="the run's training split, plus one jittered copy of each image")
+
+
 @dataclass
 class Trial:
     """One route converted and verified (or failed)."""
@@ -260,11 +273,10 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
     route's file. Returns ``{"route", "graph", "trials", "passed", "diagnosis", "order"}`` for
     the metadata and the report.
     """
-    from .runfolder import load_split
-
     first = results.get("int8")
     plain_flat = Path(first["path"]).read_bytes() if isinstance(first, dict) else str(first)
-    out: Dict[str, Any] = {"route": "plain", "graph": a.route, "trials": [], "passed": None,
+    out: Dict[str, Any] = {"route": "plain" if a.int8_route == "auto" else a.int8_route,
+                           "graph": a.route, "trials": [], "passed": None,
                            "diagnosis": None}
     if val is None or keras_probs is None or keras_acc is None:
         return out  # --no-verify: nothing to measure a drop against
@@ -272,16 +284,17 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
     score = _scorer(val.images, labels, run.charset, run.blank, keras_probs)
     wide: Dict[str, np.ndarray] = {}
 
+    forced = a.int8_route != "auto"
+
     def calibration(route: Route) -> np.ndarray:
-        if route.calibration == "given":
+        if route.calibration == "given" or forced:  # a forced route's set is ``cal`` already
             return np.asarray(cal.images)
         if "w" not in wide:
-            more = load_split(run, "train", a.data_dir, limit=WIDE_CALIB_SIZE, seed=a.seed)
-            wide["w"] = jitter(more.images, copies=1, seed=a.seed)
+            wide["w"] = wide_calibration(run, a.data_dir, a.seed).images
         return wide["w"]
 
     routes = [r if r.graph != "tf_keras" else replace(r, graph=a.route)
-              for r in ladder(only=a.int8_route == "plain")
+              for r in ladder(first=a.int8_route if forced else "plain", only=forced)
               if not (r.graph == "unroll" and a.route == "unroll" and r.name != "plain")]
     convert = cli_convert(a, run, work, keep_log, worker)
     trials, files = try_routes(routes[:1], convert, score, calibration, keras_acc, a.max_drop,
@@ -299,8 +312,8 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
         return d
 
     failed = plain.drop_pp is not None and plain.drop_pp > a.max_drop
-    if a.diagnose or failed:
-        diagnosis_of("plain", routes[0], np.asarray(cal.images))
+    if a.diagnose or failed:  # a forced route is the chosen one: its diagnosis says so
+        diagnosis_of("chosen" if forced else "plain", routes[0], np.asarray(cal.images))
     rest = order(routes[1:], diags.get("plain"))
     if rest and not plain.passed:
         out["order"] = [r.name for r in rest]
@@ -325,7 +338,7 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
             results["int8"] = {**(first if isinstance(first, dict) else {}), "path": str(path),
                                "seconds": (first or {}).get("seconds", 0.0)
                                if isinstance(first, dict) else 0.0}
-            if diags:
+            if diags and "chosen" not in diags:
                 route = get(chosen.route)
                 diagnosis_of("chosen", route, calibration(route))
     out["diagnosis"] = diags or None

@@ -333,6 +333,18 @@ bitexact_rc=0
 "$X86_VENV/bin/python" "$REPO/tests/pi/compare_outputs.py" "$OUT/x86_64.npz" "$OUT/aarch64.npz" \
   ${CAPTCHA_EDGE_PI_REQUIRE_BITEXACT:+--require-identical} > "$OUT/bitexact.txt" || bitexact_rc=$?
 cat "$OUT/bitexact.txt"
+# Every integer route's file (tests/data/routes/), dumped on the Pi by guest.sh: same texts here.
+routes_rc=0
+ROUTES_LINE=""
+for f in "$REPO"/tests/data/routes/*_int8.tflite; do
+  name="$(basename "${f%_int8.tflite}")"
+  "$X86_VENV/bin/python" "$REPO/tests/pi/dump_outputs.py" --model "$f" --images "$DATA" \
+    --n "$N_IMAGES" --out "$OUT/route-${name}_x86_64.npz"
+  verdict="$("$X86_VENV/bin/python" "$REPO/tests/pi/compare_outputs.py" \
+    "$OUT/route-${name}_x86_64.npz" "$OUT/route-${name}_aarch64.npz" | head -n 1)" || routes_rc=1
+  echo "  route $name: $verdict"
+  ROUTES_LINE+="${ROUTES_LINE:+; }$name: $verdict"
+done
 X86_IMGS=("$DATA"/*.png)
 if [[ "$HAVE_FLOAT" == 1 ]]; then   # the same ratio natively, for contrast (labelled x86)
   "$X86_VENV/bin/python" "$REPO/tests/pi/invoke_ratio.py" --int8 "$OUT/ratio_int8.tflite" \
@@ -358,11 +370,13 @@ say "SUMMARY (emulated Raspberry Pi: Debian $SUITE $ARCH, qemu-user $(dpkg-query
 cat "$OUT/summary.txt"
 echo "  bit-exactness:  $(head -n1 "$OUT/bitexact.txt")"
 echo "  eval x86 vs Pi: $(cat "$OUT/eval_compare.txt")"
+echo "  int8 routes:    $ROUTES_LINE"
 if [[ -s "$OUT/ratio_x86.txt" ]]; then
   echo "  same ratio, x86: $(sed -n 's/.*: \([0-9.]*\)$/\1/p' "$OUT/ratio_x86.txt") natively on this host (for contrast: emulation distorts it)"
 fi
 echo "  total time:     $(( $(date +%s) - T0 )) s"
 (( bitexact_rc == 0 )) || die "decoded texts (or, with CAPTCHA_EDGE_PI_REQUIRE_BITEXACT=1, raw int8 outputs) differ between the emulated Pi and x86"
 (( evalcmp_rc == 0 )) || die "captcha-edge eval counts differ between the emulated Pi and x86"
+(( routes_rc == 0 )) || die "an integer route's file decodes differently on the emulated Pi and x86 (tests/data/routes)"
 if [[ -s "$OUT/failures" ]]; then die "$(tr '\n' ';' < "$OUT/failures")"; fi
 echo "PI EMULATION PASSED"

@@ -165,6 +165,24 @@ def test_cli_rejects_bad_diagnose_images(tmp_path, capsys):
     assert "--diagnose-images must be >= 1; got 0" in capsys.readouterr().err
 
 
+def test_cli_takes_every_route_by_name():
+    from captcha_edge.export.cli import build_parser
+
+    for name in routes.ROUTE_NAMES:
+        assert build_parser().parse_args(["run", "--int8", "--int8-route", name]).int8_route \
+            == name
+
+
+def test_cli_rejects_a_calibration_set_for_the_wide_route(tmp_path, capsys):
+    from captcha_edge.export.cli import main
+
+    code = main([str(tmp_path), "--int8", "--int8-route", "wide-calibration", "--calib-dir",
+                 str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--int8-route wide-calibration calibrates on the run's training " \
+        "images; drop --calib-dir" in err
+
+
 # -- end to end on the fixture run (TensorFlow) -------------------------------------------------
 
 needs_fixture = pytest.mark.skipif(not (FIXTURE_RUN / "model.keras").is_file(),
@@ -259,3 +277,33 @@ def test_fallback_writes_the_route_that_holds(tmp_path, monkeypatch):
     def op_names(model: bytes) -> list:
         return sorted(op["op"] for op in verify.op_report(metadata.split(model)[0]))
     assert op_names((tmp_path / "model_int8.tflite").read_bytes()) == op_names(plain_file)
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@needs_fixture
+def test_a_route_asked_for_by_name_is_the_only_one_converted(tmp_path):
+    """``--int8-route NAME`` converts that route alone, with its own calibration and transform,
+    and records it in the file; the result differs from the plain route's file."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from captcha_edge import metadata
+    from captcha_edge.export.cli import main
+
+    files = {}
+    for name in routes.ROUTE_NAMES:
+        out = tmp_path / name
+        code = main([str(FIXTURE_RUN), "--int8", "--int8-route", name, "--out", str(out),
+                     "--calib-size", "60", "--max-drop", "100", "--quiet"])
+        report = json.loads((out / "export_report.json").read_text())
+        assert code == 0 and [t["route"] for t in report["int8_route"]["trials"]] == [name]
+        assert report["int8_route"]["route"] == name
+        meta = metadata.read(out / "model_int8.tflite")
+        assert meta["int8_route"] == name
+        row = next(r for r in report["results"] if r["format"] == "int8")
+        assert row["float_compute_ops"] == [] and row["input_dtype"] == "uint8"
+        wide = routes.get(name).calibration == "wide"
+        images = len(report["calibration"]["images"])
+        assert images > 60 if wide else images == 60
+        files[name] = metadata.split((out / "model_int8.tflite").read_bytes())[0]
+    assert len(set(files.values())) == len(files)  # each route made its own model

@@ -150,6 +150,17 @@ summary "eval:" "$EVAL_LINE"
 step "raw int8 outputs of $N_IMAGES images (for the x86 comparison)"
 python tests/pi/dump_outputs.py --model "$MODEL" --images "$DATA" --n "$N_IMAGES" --out "$OUT/aarch64.npz"
 
+step "each integer route's file (tests/data/routes/: the fixture run by plain, wide-calibration, equalize)"
+ROUTE_NAMES=()
+for f in tests/data/routes/*_int8.tflite; do
+  name="$(basename "${f%_int8.tflite}")"
+  python tests/pi/dump_outputs.py --model "$f" --images "$DATA" --n "$N_IMAGES" \
+    --out "$OUT/route-${name}_aarch64.npz"
+  ROUTE_NAMES+=("$name")
+done
+(( ${#ROUTE_NAMES[@]} > 0 )) || { echo "no route files in tests/data/routes" >&2; exit 1; }
+summary "int8 routes:" "${ROUTE_NAMES[*]}: ran on $N_IMAGES images (texts compared with x86 below)"
+
 step "int8 vs float32 invoke time under emulation (a ratio, not a Pi speed)"
 if [[ "$HAVE_FLOAT" == 1 ]]; then
   python tests/pi/invoke_ratio.py --int8 "$OUT/ratio_int8.tflite" --float32 "$OUT/ratio_float32.tflite" \

@@ -1,0 +1,45 @@
+"""Write tests/data/routes/<route>_int8.tflite: the fixture run exported by each integer route.
+
+scripts/pi-emulation.sh runs every file there on the emulated Raspberry Pi and on x86 and
+compares the decoded texts, so each route that ``captcha-export --int8`` can choose is proven
+on ARM (issue 23). The files are small (~30 KB each) and made from the committed fixture run
+(tests/data/export_run), whose calibration images are redrawn synthetically, so this is
+reproducible offline:
+
+    python scripts/make_route_fixtures.py          # ~1 minute per route on 2 CPU cores
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "tests" / "data" / "export_run"
+OUT = ROOT / "tests" / "data" / "routes"
+
+
+def main() -> int:
+    from captcha_edge.export import routes
+    from captcha_edge.export.cli import main as export
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in routes.ROUTE_NAMES:
+            work = Path(tmp) / name
+            code = export([str(RUN), "--int8", "--int8-route", name, "--out", str(work),
+                           "--calib-size", "200", "--max-drop", "100", "--quiet"])
+            if code != 0:
+                print(f"route {name}: captcha-export exited {code}", file=sys.stderr)
+                return code
+            dest = OUT / f"{name}_int8.tflite"
+            tmp_dest = dest.with_suffix(".tmp")
+            shutil.copyfile(work / "model_int8.tflite", tmp_dest)
+            tmp_dest.replace(dest)
+            print(f"{dest.relative_to(ROOT)}: {dest.stat().st_size} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
