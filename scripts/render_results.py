@@ -303,6 +303,56 @@ def _panel_compare(src: Sources) -> str:
                  ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
 
 
+#: The --stem A/B of issue 22 (6 CPU-minutes a run): two styles in stem_ab.json (run by hand,
+#: with the s2-alone and pool arms), three by bench_styles.py in styles.json.
+STEM_AB_STYLES = ("dotted-digits", "scratch-grey", "mixed-case", "v2", "digits-color")
+
+
+def _stem_ab_arm(src: Sources, style: str, stem: str,
+                 convs: Sequence[int]) -> tuple[float, int, float] | None:
+    """(best validation accuracy, epochs, CPU-s per epoch) of one arm, or None."""
+    for r in src.json("stem_ab.json")["runs"]:
+        if (r["style"], r["stem"], list(r["convs"])) == (style, stem, list(convs)):
+            c = r["curve"]
+            cpu = c[-1].get("train_cpu_seconds")
+            return (max(x["val_seq_acc"] for x in c), len(c),
+                    float(cpu) / len(c) if cpu else float("nan"))
+    config = {"s4": "ab-s4-6min-cpu", "s2": "ab-s2-c112-6min-cpu"}[stem]
+    runs = [r for r in src.json("styles.json") if r["style"] == style and r["config"] == config]
+    if not runs or list(convs) != ([1, 1, 1] if stem == "s4" else [1, 1, 2]):
+        return None
+    e = runs[-1]
+    return (max(a for _, a in e["curve_cpu_s_val_acc"]), int(e["epochs_run"]),
+            float(e["cpu_seconds_per_epoch"]))
+
+
+@region("stem-ab", "stem_ab.json", "styles.json", block=True)
+def _stem_ab(src: Sources) -> str:
+    def cell(arm: tuple[float, int, float] | None, strong: bool) -> str:
+        if arm is None:
+            return "-"
+        acc, epochs, per = arm
+        cost = "" if per != per else f", {fix(per, 0)} CPU-s each"  # NaN: stopped by hand
+        return bold(pct(acc), strong) + f" ({epochs} epochs{cost})"
+
+    rows = []
+    for style in STEM_AB_STYLES:
+        s4 = _stem_ab_arm(src, style, "s4", (1, 1, 1))
+        deep = _stem_ab_arm(src, style, "s2", (1, 1, 2))
+        alone = _stem_ab_arm(src, style, "s2", (1, 1, 1))
+        if s4 is None or deep is None:
+            continue
+        geo = next((f"{r['geometry']}" for r in src.json("stem_ab.json")["runs"]
+                    if r["style"] == style), None) or next(
+            f"{e['geometry']} {'grey' if e['color'] == 'L' else e['color']}"
+            for e in src.json("styles.json")
+            if e["style"] == style and e["config"] == "ab-s4-6min-cpu")
+        rows.append([style, geo, cell(s4, s4[0] > deep[0]), cell(deep, deep[0] >= s4[0]),
+                     cell(alone, False)])
+    return table(["style", "input", "s4, convs 1,1,1", "s2, convs 1,1,2 (auto now)",
+                  "s2, convs 1,1,1"], ["---", "---", "---:", "---:", "---:"], rows)
+
+
 @region("train-speed-ratio", "train_speed.json")
 def _train_speed_ratio(src: Sources) -> str:
     return f"{fix(src.json('train_speed.json')[-1]['ratio_to_old-defaults']['new-defaults'], 2)}x"
@@ -313,7 +363,8 @@ def _train_speed(src: Sources) -> str:
     e = src.json("train_speed.json")[-1]
     m, r = e["median_img_per_cpu_s"], e["ratio_to_old-defaults"]
     return (f"old graph {fix(m['old-defaults'], 1)} images per CPU-second, `s2` "
-            f"{fix(m['stem-s2'], 1)} ({fix(r['stem-s2'], 2)}x), the new defaults (`s4` + skip) "
+            f"{fix(m['stem-s2'], 1)} ({fix(r['stem-s2'], 2)}x), `s4` + skip (the auto graph "
+            "when the budget is short) "
             f"{fix(m['new-defaults'], 1)} (**{fix(r['new-defaults'], 2)}x**)")
 
 

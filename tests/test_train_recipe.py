@@ -24,10 +24,11 @@ def test_unknown_stem_and_too_small_s4_are_refused() -> None:
         ModelConfig(num_classes=5, height=24, width=96, stem="s4")
 
 
-def test_new_runs_default_to_the_cheap_stem_and_the_skip() -> None:
+def test_new_runs_default_to_the_budget_chosen_graph_and_the_skip() -> None:
     a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
-    assert a.stem == "auto" and a.skip == "on" and a.epochs == "auto"
+    assert a.stem == "auto" and a.convs == "auto" and a.skip == "on" and a.epochs == "auto"
     assert cli.DEFAULT_STEM == "s4" and a.warmup_epochs is None
+    assert [g[:2] for g in D.AUTO_GRAPHS] == [("s2", (1, 1, 2)), ("s4", (1, 1, 1))]
 
 
 @pytest.mark.tf
@@ -66,6 +67,16 @@ def test_cost_model_grows_with_pixels_colour_and_stem() -> None:
     ms = D.train_ms_per_image
     assert ms(64, 240, 1) < ms(64, 408, 1) < ms(64, 408, 3)
     assert ms(64, 240, 1, "s4") < ms(64, 240, 1, "s2") < ms(64, 240, 1, "pool")
+
+
+def test_choose_graph_takes_the_finest_the_budget_has_room_for() -> None:
+    stem, convs, why = D.choose_graph(64, 192, 3, 30 * 60, 32)  # ~270k images in 30 minutes
+    assert (stem, convs) == ("s2", (1, 1, 2)) and "270k" in why and "at 192x64" in why
+    stem, convs, why = D.choose_graph(64, 192, 3, 4 * 60, 32)
+    assert (stem, convs) == ("s4", (1, 1, 1)) and "fewer than 200k" in why
+    assert D.choose_graph(64, 408, 3, 30 * 60, 32)[0] == "s4"  # too wide for s2 in 30 minutes
+    assert D.choose_graph(24, 96, 1, 60, 32)[0] == "s2"  # s4 needs a height of 32
+    assert D.choose_graph(64, 408, 3, 0, 32)[0] == "s2"  # no budget: the finest
 
 
 def test_fit_budget_keeps_what_fits_and_shrinks_what_does_not() -> None:
@@ -126,7 +137,9 @@ def test_a_tiny_panel_style_learns_with_the_defaults(tmp_path) -> None:
     assert metrics["val_seq_acc"] >= 0.6, metrics["val_seq_acc"]
 
 
-def test_stem_auto_falls_back_to_s2_below_a_height_of_32(tmp_path) -> None:
+def test_stem_auto_counts_the_budget(tmp_path) -> None:
+    """--stem auto: the s2 graph (a second conv in block 3) where the budget has room for it or
+    below s4's height, else s4 with one conv a block; --convs given wins."""
     from PIL import Image
 
     data = tmp_path / "d"
@@ -135,9 +148,17 @@ def test_stem_auto_falls_back_to_s2_below_a_height_of_32(tmp_path) -> None:
         Image.new("L", (96, 24), 255).save(data / f"ab{i % 2}_{i}.png")
     base = ["--data-dir", str(data), "--label-pattern", "^([a-z0-9]+)_", "--out",
             str(tmp_path / "r"), "-q"]
-    low = cli.prepare(cli.build_parser().parse_args([*base, "--height", "24", "--width", "96"]))
-    high = cli.prepare(cli.build_parser().parse_args([*base, "--height", "40", "--width", "96"]))
-    assert (low.model_config.stem, high.model_config.stem) == ("s2", "s4")
+
+    def graph(*extra: str) -> tuple:
+        cfg = cli.prepare(cli.build_parser().parse_args([*base, *extra])).model_config
+        return cfg.stem, tuple(cfg.convs)
+
+    assert graph("--height", "24", "--width", "96", "--max-minutes", "1") == ("s2", (1, 1, 2))
+    assert graph("--height", "40", "--width", "96") == ("s2", (1, 1, 2))  # 30 minutes: room
+    assert graph("--height", "40", "--width", "96", "--max-minutes", "1") == ("s4", (1, 1, 1))
+    assert graph("--height", "40", "--width", "96", "--max-minutes", "0") == ("s2", (1, 1, 2))
+    assert graph("--height", "40", "--width", "96", "--convs", "1,2,1") == ("s2", (1, 2, 1))
+    assert graph("--height", "40", "--width", "96", "--stem", "s4") == ("s4", (1, 1, 1))
     given = cli.prepare(cli.build_parser().parse_args([*base, "--height", "40", "--width", "96",
                                                        "--stem", "pool"]))
     assert given.model_config.stem == "pool"

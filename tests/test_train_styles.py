@@ -115,7 +115,10 @@ def test_explicit_flags_win(tmp_path):
     p = _prepare("--data-dir", str(colour), "--label-pattern", "^([a-z0-9]+)_", "--height", "32",
                  "--width", "128", "--color", "L", "--val-fraction", "0.3")
     assert (p.recipe["height"], p.recipe["width"], p.recipe["color"]) == (32, 128, "L")
-    assert p.meta["input_choice"]["reasons"] == {"geometry": "128x32: given", "color": "L: given"}
+    reasons = p.meta["input_choice"]["reasons"]
+    assert {k: reasons[k] for k in ("geometry", "color")} == {"geometry": "128x32: given",
+                                                              "color": "L: given"}
+    assert reasons["stem"].startswith("s2, convs 1,1,2: ")  # --stem auto, at the given input
     # one side given: the other follows the data's aspect ratio (3:1)
     p = _prepare("--data-dir", str(colour), "--label-pattern", "^([a-z0-9]+)_", "--height", "40",
                  "--val-fraction", "0.3")

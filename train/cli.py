@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) hides the progress lines;
 # keep warnings and errors only. Must be set before TensorFlow is imported anywhere.
@@ -37,9 +37,11 @@ metrics.json; turn it into int8 TFLite with captcha-export. Exit codes: 0 done, 
 """
 
 
-#: Conv layers per block for new runs (ModelConfig's own default (1, 1, 1) is the old graph).
+#: Conv layers per block for a given --stem ("auto" with --stem auto: from data.AUTO_GRAPHS;
+#: ModelConfig's own default (1, 1, 1) is the old graph).
 DEFAULT_CONVS = "1,1,1"
-#: conv1 layout of new runs (ModelConfig's own default "pool" is the old graph).
+#: conv1 layout of new runs when the budget has no room for the finer graph of
+#: data.AUTO_GRAPHS (ModelConfig's own default "pool" is the old graph).
 DEFAULT_STEM = "s4"
 #: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
 DEFAULT_SKIP = "on"
@@ -119,12 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--filters", metavar="A,B,C", help="override the preset's conv filters")
     g.add_argument("--dense", type=int, default=0, help="override the preset's dense units")
     g.add_argument("--rnn", type=int, default=0, help="override the preset's LSTM units")
-    g.add_argument("--convs", metavar="A,B,C", default=DEFAULT_CONVS,
-                   help=f"conv layers (Conv2D+BatchNorm+ReLU) in each of the 3 blocks "
-                        f"(default {DEFAULT_CONVS})")
+    g.add_argument("--convs", metavar="A,B,C", default="auto",
+                   help="conv layers (Conv2D+BatchNorm+ReLU) in each of the 3 blocks, or auto "
+                        "(default): chosen with --stem auto, else "
+                        f"{DEFAULT_CONVS}")
     g.add_argument("--stem", choices=("auto", *STEMS), default="auto",
-                   help=f"first conv: auto (default) = {DEFAULT_STEM}, or s2 below a height of "
-                        f"{S4_MIN_HEIGHT}; s4 = stride 2 and a 2x2 max-pool, so the other "
+                   help=f"first conv: auto (default) = s2 with a second conv in block 3 "
+                        f"when the cost model fits {D.MIN_BUDGET_IMAGES // 1000}k training "
+                        f"images in the budget at the chosen input (or below a height of "
+                        f"{S4_MIN_HEIGHT}), else {DEFAULT_STEM}; "
+                        "s4 = stride 2 and a 2x2 max-pool, so the other "
                         "blocks see a quarter of the pixels (~2.5x cheaper per training image); "
                         "s2 = stride 2, no pool (~1.5x); pool = full resolution then the pool "
                         "(the graph before issue 22)")
@@ -242,7 +248,8 @@ def _read_init_from(path: Path) -> Any:
 def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
                   time_pool: int, init_recipe: Optional[Dict[str, Any]],
                   stem: str = "pool") -> Dict[str, Any]:
-    """Height, width and colour: explicit flags win, then --init-from's, then the data's."""
+    """Height, width and colour (explicit flags win, then --init-from's, then the data's), and
+    with ``stem`` "auto" the stem and conv layers the budget has room for."""
     reasons: Dict[str, str] = {}
     choice: Dict[str, Any] = {}
     if init_recipe is not None:
@@ -254,7 +261,7 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
                                        f"{source}; a warm start keeps the geometry (drop --{key})")
             choice[key] = source
             reasons[key] = "from --init-from"
-        return {**choice, "reasons": reasons, "stats": {}}
+        return {**choice, "stem": stem, "convs": None, "reasons": reasons, "stats": {}}
     stats: Dict[str, Any] = {}
     if "auto" in (a.height, a.width):
         sizes = D.image_sizes(real)
@@ -290,17 +297,22 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
     else:
         choice["color"] = a.color
         reasons["color"] = f"{a.color}: given"
+    channels = 3 if choice["color"] == "RGB" else 1
+    budget = a.max_minutes * 60
+    convs: Optional[Tuple[int, ...]] = None  # None: as given (or the default for a given stem)
+    if stem == "auto":  # the finest graph the budget has room for, at the chosen input
+        stem, convs, reasons["stem"] = D.choose_graph(choice["height"], choice["width"],
+                                                      channels, budget, S4_MIN_HEIGHT)
     if a.height == "auto" and a.width == "auto":
         # Never an input that cannot run enough steps in the budget (the cost model of data.py).
         min_w = max(time_pool * 2, time_pool * D.FRAMES_PER_CHAR * max_len)
-        h, w, why = D.fit_budget(choice["height"], choice["width"],
-                                 3 if choice["color"] == "RGB" else 1, stem,
-                                 a.max_minutes * 60, min(min_w, choice["width"]), time_pool)
+        h, w, why = D.fit_budget(choice["height"], choice["width"], channels, stem,
+                                 budget, min(min_w, choice["width"]), time_pool)
         if why:
             choice["height"], choice["width"] = h, w
             reasons["geometry"] = (f"{w}x{h}: " if why.startswith("shrunk") else "") \
                 + reasons["geometry"] + f"; {why}"
-    return {**choice, "reasons": reasons, "stats": stats}
+    return {**choice, "stem": stem, "convs": convs, "reasons": reasons, "stats": stats}
 
 
 def prepare(a: argparse.Namespace) -> Any:
@@ -314,7 +326,8 @@ def prepare(a: argparse.Namespace) -> Any:
         raise D.TrainDataError(f"--filters must be three ints like 16,32,48; got {a.filters!r}") \
             from None
     try:
-        convs = tuple(int(c) for c in a.convs.split(","))
+        convs = tuple(int(c) for c in (DEFAULT_CONVS if a.convs == "auto" else a.convs)
+                      .split(","))
     except ValueError:
         raise D.TrainDataError(f"--convs must be three ints like 1,2,2; got {a.convs!r}") from None
     arch: Dict[str, Any] = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
@@ -343,10 +356,13 @@ def prepare(a: argparse.Namespace) -> Any:
     everything = real + synthetic
     longest = max((len(s.label) for s in everything), default=1)
     chosen = _choose_input(a, real, longest, int(arch["time_pool"]), init_recipe,
-                           DEFAULT_STEM if arch["stem"] == "auto" else str(arch["stem"]))
+                           str(arch["stem"]))
     height, width, color = chosen["height"], chosen["width"], chosen["color"]
-    if arch["stem"] == "auto":
-        arch["stem"] = DEFAULT_STEM if height >= S4_MIN_HEIGHT else "s2"
+    arch["stem"] = chosen["stem"]
+    if chosen["convs"] is not None and a.convs == "auto":
+        arch["convs"] = tuple(chosen["convs"])
+    if arch["stem"] == "s4" and height < S4_MIN_HEIGHT:  # a budget-shrunk input
+        arch["stem"] = "s2"
     try:
         recipe = make_recipe(height=height, width=width, resize=a.resize,
                              resample=a.resample, color=color)

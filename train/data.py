@@ -501,6 +501,42 @@ def train_ms_per_image(height: int, width: int, channels: int, stem: str = "s4")
         * COST_STEM.get(stem, COST_STEM["pool"])
 
 
+#: ``--stem auto``: the graphs to choose from, finest first, as (stem, conv layers per block,
+#: cost per training image against s4 with one conv a block). The first whose cost fits
+#: :data:`MIN_BUDGET_IMAGES` in the budget is taken. s2 keeps twice s4's resolution in blocks 2
+#: and 3 (fine strokes: dotted digits), and the second conv of block 3 doubles the receptive
+#: field a frame sees (21 -> 37 pixels), which s2 alone lacked to leave CTC's blank plateau on
+#: glyphs crossed by scratches. Measured on the panel at 6 CPU-minutes (issue 22,
+#: benchmarks/results/stem_ab.json, docs/train.md); it cost 1.5-1.7x s4's CPU-s per epoch there.
+AUTO_GRAPHS: Tuple[Tuple[str, Tuple[int, int, int], float], ...] = (
+    ("s2", (1, 1, 2), 1.75),
+    ("s4", (1, 1, 1), 1.0),
+)
+
+
+def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
+                 min_height: int) -> Tuple[str, Tuple[int, int, int], str]:
+    """``(stem, convs, reason)`` for ``--stem auto``: the first of :data:`AUTO_GRAPHS` with room
+    for :data:`MIN_BUDGET_IMAGES` training images in ``budget_seconds`` of one core; with no
+    budget the finest; below ``min_height`` (what s4 needs) the s2 graph."""
+    fine, cheap = AUTO_GRAPHS[0], AUTO_GRAPHS[-1]
+    if height < min_height:
+        return fine[0], fine[1], f"{fine[0]}: a height of {height} is below s4's {min_height}"
+    if budget_seconds <= 0:
+        return fine[0], fine[1], f"{fine[0]}: no time budget"
+    for stem, convs, factor in AUTO_GRAPHS:
+        ms = train_ms_per_image(height, width, channels, "s4") * factor
+        n = budget_seconds * 1000.0 / ms
+        if n >= MIN_BUDGET_IMAGES or (stem, convs, factor) == cheap:
+            why = (f"{stem}, convs {','.join(map(str, convs))}: ~{n / 1000:.0f}k training images "
+                   f"fit the {budget_seconds / 60:g}-min budget at {width}x{height}")
+            if stem != fine[0]:
+                why += (f" (the finer {fine[0]} graph fits fewer than "
+                        f"{MIN_BUDGET_IMAGES // 1000}k)")
+            return stem, convs, why
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def fit_budget(height: int, width: int, channels: int, stem: str, budget_seconds: float,
                min_width: int, time_pool: int = 8) -> Tuple[int, int, str]:
     """Shrink ``height x width`` (both by 10 % a step, the height to 32 at the least and the width
