@@ -361,8 +361,6 @@ def prepare(a: argparse.Namespace) -> Any:
     arch["stem"] = chosen["stem"]
     if chosen["convs"] is not None and a.convs == "auto":
         arch["convs"] = tuple(chosen["convs"])
-    if arch["stem"] == "s4" and height < S4_MIN_HEIGHT:  # a budget-shrunk input
-        arch["stem"] = "s2"
     try:
         recipe = make_recipe(height=height, width=width, resize=a.resize,
                              resample=a.resample, color=color)
