@@ -230,17 +230,28 @@ def write_md(entries: List[Dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def newest_per_style(entries: List[Dict[str, Any]], configs: List[str]
+                     ) -> Dict[str, Dict[str, Any]]:
+    """The newest entry with a curve per style, from the first of ``configs`` that has one for
+    that style (so one picture can join runs of the same settings made under several names)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for config in reversed(configs):  # earlier configs overwrite later ones
+        for e in entries:
+            if e.get("config") == config and e.get("curve_cpu_s_val_acc"):
+                out[e["style"]] = e
+    return out
+
+
 def plot(entries: List[Dict[str, Any]], config: str, path: Path) -> int:
-    """Validation accuracy against training CPU-minutes, newest entry of ``config`` per style."""
+    """Validation accuracy against training CPU-minutes, newest entry per style of ``config``
+    (comma-separated names: the first that has a style wins)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    newest: Dict[str, Dict[str, Any]] = {}
-    for e in entries:
-        if e.get("config") == config and e.get("curve_cpu_s_val_acc"):
-            newest[e["style"]] = e
+    configs = [c for c in config.split(",") if c]
+    newest = newest_per_style(entries, configs)
     if not newest:
         print(f"bench_styles: error: --plot: no entry of config {config!r} has a curve",
               file=sys.stderr)
@@ -256,7 +267,7 @@ def plot(entries: List[Dict[str, Any]], config: str, path: Path) -> int:
     ax.set_xlabel("training CPU-minutes (one core)")
     ax.set_ylabel("validation sequence accuracy %")
     ax.set_ylim(0, 100)
-    ax.set_title(f"captcha-train defaults on the style panel ({config})")
+    ax.set_title(f"captcha-train defaults on the style panel ({configs[0]})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -289,7 +300,8 @@ def main(argv: Any = None) -> int:
     p.add_argument("--record", type=Path, metavar="RUN",
                    help="record an existing run folder instead of training (one style)")
     p.add_argument("--plot", type=Path, metavar="PNG",
-                   help="draw the curves of the newest --config entry per style and exit")
+                   help="draw the curves of the newest --config entry per style and exit "
+                        "(--config a,b: a style without an entry of a takes b's)")
     p.add_argument("extra", nargs="*", help="extra captcha-train options (after --)")
     a = p.parse_args(argv)
     styles = _style_panel().pick_styles(a.styles, list(STYLES), "bench_styles")

@@ -55,3 +55,18 @@ def test_unknown_style_is_one_error_line(capsys) -> None:
     assert panel.main(["--out", "x", "--styles", "small,nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0] and "small" in err[0]
+
+
+def test_the_panel_picture_joins_configs_in_the_order_given() -> None:
+    bench = load_file_module(Path(__file__).resolve().parents[1] / "scripts" / "bench_styles.py")
+    curve = [[60.0, 0.5]]
+    entries = [{"style": "a", "config": "old", "curve_cpu_s_val_acc": curve, "n": 1},
+               {"style": "a", "config": "new", "curve_cpu_s_val_acc": curve, "n": 2},
+               {"style": "a", "config": "new", "curve_cpu_s_val_acc": curve, "n": 3},
+               {"style": "b", "config": "old", "curve_cpu_s_val_acc": curve, "n": 4},
+               {"style": "b", "config": "new", "curve_cpu_s_val_acc": None, "n": 5},
+               {"style": "c", "config": "other", "curve_cpu_s_val_acc": curve, "n": 6}]
+    got = bench.newest_per_style(entries, ["new", "old"])
+    assert {s: e["n"] for s, e in got.items()} == {"a": 3, "b": 4}  # newest; no curve, no entry
+    assert {s: e["n"] for s, e in bench.newest_per_style(entries, ["old"]).items()} == {
+        "a": 1, "b": 4}
