@@ -32,6 +32,8 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "old-defaults": {"stem": "pool", "skip": False, "time_pool": 8},
     "stem-s2": {"stem": "s2", "skip": False, "time_pool": 8},
     "new-defaults": {"stem": "s4", "skip": True, "time_pool": 8},
+    # what --stem auto / --convs auto pick where 200k training images fit the budget (30 min)
+    "auto-s2-c112": {"stem": "s2", "skip": True, "time_pool": 8, "convs": [1, 1, 2]},
 }
 
 
@@ -49,6 +51,8 @@ def measure(arch: Dict[str, Any], height: int, width: int, channels: int, batch:
     configure_tensorflow(threads, 0, "off")
     import keras
 
+    if "convs" in arch:  # JSON has lists
+        arch = {**arch, "convs": tuple(arch["convs"])}
     cfg = ModelConfig(num_classes=38, height=height, width=width, channels=channels, **arch)
     rng = np.random.default_rng(0)
     n = batch * (steps + 5)
