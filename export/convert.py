@@ -64,14 +64,16 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
 
 
 #: What may be done to a rebuilt model's weights before conversion (the float function kept).
-TRANSFORMS = ("none", "equalize")
+TRANSFORMS = ("none", "equalize", "round-first-conv")
 
 
 def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
     """Apply the weight transform ``name`` to ``model`` in place; return what it did (JSON).
 
     ``equalize``: :func:`captcha_edge.export.equalize.equalize` on the first conv's chain, its
-    channel ranges measured on ``calibration``.
+    channel ranges measured on ``calibration``. ``round-first-conv``:
+    :func:`captcha_edge.export.rounding.round_first_conv` (searched int8 weights and bias
+    correction for the first conv, on ``calibration``'s patches).
 
     Raises:
         ValueError: unknown transform, or no calibration images for one that needs them.
@@ -88,6 +90,12 @@ def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
             raise ValueError("the equalize transform found no conv -> BatchNorm -> ReLU -> conv "
                              "chain to rescale")
         return done
+    if name == "round-first-conv":
+        from . import rounding
+
+        if calibration is None or not len(calibration):
+            raise ValueError("the round-first-conv transform needs calibration images")
+        return rounding.round_first_conv(model, calibration)
     raise ValueError(f"unknown transform {name!r}; valid: {', '.join(TRANSFORMS)}")
 
 

@@ -31,8 +31,10 @@ class Route:
     calibration: str  # "given": as the user chose; "wide": every training image + jittered copies
     summary: str
     #: what is done to the rebuilt model's weights before conversion, the float function kept:
-    #: "none", or "equalize" (export/equalize.py: the first conv's output channels rescaled so
-    #: that one int8 scale fits them all, the next conv's weights divided back)
+    #: "none", "equalize" (export/equalize.py: the first conv's output channels rescaled so
+    #: that one int8 scale fits them all, the next conv's weights divided back) or
+    #: "round-first-conv" (export/rounding.py: the first conv's int8 weights searched, the
+    #: mean error moved into the bias)
     transform: str = "none"
     #: what the route acts on, for ordering the ladder by the diagnosis (:func:`order`):
     #: "first-conv" (the first convolution's activation ranges) or "ranges" (every calibrated
@@ -54,6 +56,11 @@ ROUTES: Tuple[Route, ...] = (
           "times s, the next conv's input weights divided by s: the same float model); "
           "calibrated on the chosen images",
           transform="equalize", targets="first-conv"),
+    Route("first-conv-rounding", "tf_keras", "given",
+          "the first conv's BatchNorm folded by hand and its int8 weights chosen (floor or "
+          "ceiling, whichever errs less on the calibration images' patches) with the mean "
+          "error moved into the bias, so the converter keeps them; calibrated on the chosen "
+          "images", transform="round-first-conv", targets="first-conv"),
 )
 # Measured and left out (docs/export.md): the unrolled LSTM ("--route unroll" calibrated the
 # same way) kept a float SPLIT op, was 46 % of float32's size and no more accurate than plain.

@@ -7,6 +7,7 @@ on ARM (issue 23). The files are small (~30 KB each) and made from the committed
 reproducible offline:
 
     python scripts/make_route_fixtures.py          # ~1 minute per route on 2 CPU cores
+    python scripts/make_route_fixtures.py first-conv-rounding   # only the routes named
 """
 from __future__ import annotations
 
@@ -20,13 +21,19 @@ RUN = ROOT / "tests" / "data" / "export_run"
 OUT = ROOT / "tests" / "data" / "routes"
 
 
-def main() -> int:
+def main(argv: "list[str] | None" = None) -> int:
     from captcha_edge.export import routes
     from captcha_edge.export.cli import main as export
 
+    names = list(sys.argv[1:] if argv is None else argv) or list(routes.ROUTE_NAMES)
+    for name in names:
+        if name not in routes.ROUTE_NAMES:
+            print(f"make_route_fixtures: error: unknown route {name!r} (routes: "
+                  f"{', '.join(routes.ROUTE_NAMES)})", file=sys.stderr)
+            return 2
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in routes.ROUTE_NAMES:
+        for name in names:
             work = Path(tmp) / name
             code = export([str(RUN), "--int8", "--int8-route", name, "--out", str(work),
                            "--calib-size", "200", "--max-drop", "100", "--quiet"])
