@@ -64,7 +64,7 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
 
 
 #: What may be done to a rebuilt model's weights before conversion (the float function kept).
-TRANSFORMS = ("none", "equalize", "round-first-conv")
+TRANSFORMS = ("none", "equalize", "round-first-conv", "round-convs")
 
 
 def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
@@ -73,7 +73,8 @@ def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
     ``equalize``: :func:`captcha_edge.export.equalize.equalize` on the first conv's chain, its
     channel ranges measured on ``calibration``. ``round-first-conv``:
     :func:`captcha_edge.export.rounding.round_first_conv` (searched int8 weights and bias
-    correction for the first conv, on ``calibration``'s patches).
+    correction for the first conv, on ``calibration``'s patches); ``round-convs``: the same
+    for every conv that BatchNorm follows.
 
     Raises:
         ValueError: unknown transform, or no calibration images for one that needs them.
@@ -90,12 +91,12 @@ def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
             raise ValueError("the equalize transform found no conv -> BatchNorm -> ReLU -> conv "
                              "chain to rescale")
         return done
-    if name == "round-first-conv":
+    if name in ("round-first-conv", "round-convs"):
         from . import rounding
 
         if calibration is None or not len(calibration):
-            raise ValueError("the round-first-conv transform needs calibration images")
-        return rounding.round_first_conv(model, calibration)
+            raise ValueError(f"the {name} transform needs calibration images")
+        return rounding.round_convs(model, calibration, first_only=name == "round-first-conv")
     raise ValueError(f"unknown transform {name!r}; valid: {', '.join(TRANSFORMS)}")
 
 

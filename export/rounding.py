@@ -1,4 +1,5 @@
-"""The first conv's int8 weights chosen, not rounded (the ``first-conv-rounding`` route).
+"""Conv int8 weights chosen, not rounded (the ``first-conv-rounding`` and ``conv-rounding``
+routes: the first conv, or every conv that BatchNorm follows).
 
 The converter folds BatchNorm into the first convolution and rounds each folded weight to the
 nearest step of its output channel's int8 scale (per-channel, symmetric, ``max |w| / 127``). On
@@ -37,23 +38,24 @@ QMAX = 127
 SWEEPS = 20
 
 
-def first_chain(model: Any) -> Tuple[Any, Any]:
-    """``(conv, bn)``: the model's first Conv2D and the BatchNormalization right after it.
+def chains(model: Any) -> List[Tuple[Any, Any]]:
+    """``(conv, bn)`` for every Conv2D of ``model`` that a BatchNormalization follows, in graph
+    order (the first is the first convolution).
 
     Raises:
-        ValueError: the first conv is not followed by a BatchNormalization, or has a bias.
+        ValueError: no such pair, or a conv of one has its own bias.
     """
     layers = list(model.layers)
-    for i, layer in enumerate(layers):
-        if layer.__class__.__name__ != "Conv2D":
+    out = []
+    for conv, bn in zip(layers, layers[1:]):
+        if conv.__class__.__name__ != "Conv2D" or bn.__class__.__name__ != "BatchNormalization":
             continue
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if nxt is None or nxt.__class__.__name__ != "BatchNormalization":
-            raise ValueError(f"{layer.name}: the first conv is not followed by BatchNorm")
-        if getattr(layer, "use_bias", False):
-            raise ValueError(f"{layer.name}: the first conv has its own bias")
-        return layer, nxt
-    raise ValueError("the model has no Conv2D")
+        if getattr(conv, "use_bias", False):
+            raise ValueError(f"{conv.name}: a conv before BatchNorm has its own bias")
+        out.append((conv, bn))
+    if not out:
+        raise ValueError("the model has no Conv2D -> BatchNormalization pair")
+    return out
 
 
 def same_padding(n: int, k: int, s: int) -> Tuple[int, int]:
@@ -122,9 +124,12 @@ def fold(conv: Any, bn: Any) -> Tuple[np.ndarray, np.ndarray]:
     return kernel * mult, beta - mean * mult
 
 
-def round_first_conv(model: Any, images: np.ndarray) -> Dict[str, Any]:
-    """Rewrite ``model``'s first conv in place with searched int8-grid weights and a
-    bias-corrected BatchNorm (module docstring); return what was done (JSON).
+def round_convs(model: Any, images: np.ndarray, *, first_only: bool = True
+                ) -> List[Dict[str, Any]]:
+    """Rewrite the first conv (or, with ``first_only=False``, every conv that BatchNorm follows,
+    in graph order, each on the inputs the convs before it now give) in place with searched
+    int8-grid weights and a bias-corrected BatchNorm (module docstring); return what was done
+    per conv (JSON).
 
     Args:
         model: from :func:`captcha_edge.export.convert.rebuild`.
@@ -133,14 +138,27 @@ def round_first_conv(model: Any, images: np.ndarray) -> Dict[str, Any]:
     from .convert import with_channels
     from .equalize import _keras_of
 
-    conv, bn = first_chain(model)
-    if len(bn.get_weights()) != 4:
-        raise ValueError(f"{bn.name}: expected gamma, beta, mean, variance")
     keras_mod = _keras_of(model)
-    probe = keras_mod.Model(model.inputs, conv.input)
     x = with_channels(images).astype(np.float32)
-    feats = np.concatenate([np.asarray(probe(x[s:s + 32], training=False))
-                            for s in range(0, len(x), 32)])
+    done = []
+    pairs = chains(model)
+    for conv, bn in pairs[:1] if first_only else pairs:
+        if len(bn.get_weights()) != 4:
+            raise ValueError(f"{bn.name}: expected gamma, beta, mean, variance")
+        probe = keras_mod.Model(model.inputs, conv.input)
+        feats = np.concatenate([np.asarray(probe(x[s:s + 32], training=False))
+                                for s in range(0, len(x), 32)])
+        done.append(_round(conv, bn, feats))
+    return done
+
+
+def round_first_conv(model: Any, images: np.ndarray) -> Dict[str, Any]:
+    """:func:`round_convs` of the first conv alone; what was done (JSON)."""
+    return round_convs(model, images, first_only=True)[0]
+
+
+def _round(conv: Any, bn: Any, feats: np.ndarray) -> Dict[str, Any]:
+    """One conv's searched weights and corrected bias, from its float inputs ``feats``."""
     k, stride = int(conv.kernel_size[0]), int(conv.strides[0])
     mu, second, count = patch_moments(feats, k, stride)
     cov = second - np.outer(mu, mu)

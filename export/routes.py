@@ -61,6 +61,10 @@ ROUTES: Tuple[Route, ...] = (
           "ceiling, whichever errs less on the calibration images' patches) with the mean "
           "error moved into the bias, so the converter keeps them; calibrated on the chosen "
           "images", transform="round-first-conv", targets="first-conv"),
+    Route("conv-rounding", "tf_keras", "given",
+          "first-conv-rounding for every conv that BatchNorm follows, in graph order, each on "
+          "the inputs the rounded convs before it give; calibrated on the chosen images",
+          transform="round-convs", targets="first-conv"),
 )
 # Measured and left out (docs/export.md): the unrolled LSTM ("--route unroll" calibrated the
 # same way) kept a float SPLIT op, was 46 % of float32's size and no more accurate than plain.

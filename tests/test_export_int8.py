@@ -96,6 +96,7 @@ def test_try_routes_stops_at_first_that_holds(no_float_check):
 def test_try_routes_keeps_best_when_none_holds(no_float_check):
     more = [*routes.ladder(), Route("later", "unroll", "given", "last")]
     convert, score, calls = _fake({"plain": 0.50, "equalize": 0.60, "first-conv-rounding": 0.55,
+                                   "conv-rounding": 0.52,
                                    "later": 0.70}, fail={"wide-calibration"})
     trials, _ = routes.try_routes(more, convert, score, lambda r: np.zeros((3,)),
                                   keras_acc=0.80, max_drop=0.5)

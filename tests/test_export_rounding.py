@@ -99,8 +99,9 @@ def test_round_first_conv_writes_weights_the_converter_keeps(stem):
 
     m, images = _flat_model(stem)
     ref = keras_probs(m, images, batch_size=1)
-    done = transform(m, "round-first-conv", images)
-    assert done["conv"] == "conv1" and len(done["channels"]) == m.get_layer("bn1").weights[0].shape[0]
+    [done] = transform(m, "round-first-conv", images)
+    assert done["conv"] == "conv1"
+    assert len(done["channels"]) == m.get_layer("bn1").get_weights()[0].shape[0]
     # the first conv's error (relative to its signal) is smaller than nearest rounding's
     assert done["error_of_signal_searched"][1] < done["error_of_signal_nearest"][1]
     kernel = m.get_layer("conv1").get_weights()[0]
@@ -115,3 +116,34 @@ def test_round_first_conv_writes_weights_the_converter_keeps(stem):
     assert conv1, "no int8 conv1 kernel in the converted model"
     w = it.get_tensor(conv1[0]["index"])  # (out, kh, kw, in)
     assert np.array_equal(w.transpose(1, 2, 3, 0).reshape(-1, w.shape[0]), np.rint(q))
+
+
+@pytest.mark.tf
+def test_round_convs_puts_every_conv_on_the_grid_the_converter_keeps():
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+    from captcha_edge.export.convert import keras_probs, to_tflite, transform
+
+    m, images = _flat_model("s2")
+    ref = keras_probs(m, images, batch_size=1)
+    done = transform(m, "round-convs", images)
+    convs = [c.name for c, _ in rounding.chains(m)]
+    assert [d["conv"] for d in done] == convs and len(convs) >= 3
+    assert np.abs(keras_probs(m, images, batch_size=1) - ref).max() < 0.02
+    it = Interpreter(model_content=to_tflite(m, "int8", calibration=images))
+    it.allocate_tensors()
+    kernels = {}
+    for d in it.get_tensor_details():
+        if d["dtype"] == np.int8 and len(d["shape"]) == 4:
+            try:
+                kernels[d["name"]] = it.get_tensor(d["index"])
+            except ValueError:
+                continue
+    for name in convs:
+        k = m.get_layer(name).get_weights()[0]
+        q = np.rint(k.reshape(-1, k.shape[-1]) / (np.abs(k.reshape(-1, k.shape[-1])).max(axis=0)
+                                                   / rounding.QMAX))
+        held = [w for n, w in kernels.items() if f"/{name}/" in n
+                and w.shape == (k.shape[3], k.shape[0], k.shape[1], k.shape[2])]
+        assert held, f"no int8 kernel of {name} in the converted model"
+        assert np.array_equal(held[0].transpose(1, 2, 3, 0).reshape(-1, k.shape[-1]), q), name
