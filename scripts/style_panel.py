@@ -15,7 +15,10 @@ The styles are hard in different ways (issue 22), none of them a copy of a share
   case), its own noise curve and dots;
 - ``small``: 90x30, 4 of 26, thin glyphs and a noise line;
 - ``dotted-digits``: palette 240x80, 4 digits drawn as coloured dots on black;
-- ``varlen``: ImageCaptcha 240x60, 4-8 of 36.
+- ``varlen``: ImageCaptcha 240x60, 4-8 of 36;
+- ``faint-grey``: grey 180x60, 5 of 36, faint ink (10-28 grey levels below a light, uneven
+  background), a little noise: low contrast, where the first conv's int8 weights matter
+  (issue 23).
 
 Examples:
   python scripts/style_panel.py --out runs/panel                 # every style, 10000 + 2000
@@ -125,6 +128,32 @@ def _scratch_grey(text: str, rng: random.Random) -> Image.Image:
     return img.convert("L")
 
 
+def _faint_grey(text: str, rng: random.Random) -> Image.Image:
+    """Faint ink on a light, slightly uneven background: the strokes are 10-28 grey levels
+    darker than the paper, with a little noise and two or three faint lines."""
+    W, H = 180, 60
+    bg = rng.randint(205, 240)
+    img = Image.new("RGBA", (W, H), (bg, bg, bg, 255))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(3, 6)):  # soft blotches: the paper is not flat
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(10, 35)
+        v = bg + rng.randint(-6, 6)
+        d.ellipse((x - r, y - r, x + r, y + r), fill=(v, v, v, 255))
+    ink = bg - rng.randint(10, 28)
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(30, 38)),
+           lambda: (ink, ink, ink, 255), 12, 6, W - 6, 0.1)
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(2, 3)):
+        v = bg - rng.randint(6, 18)
+        pts = [(rng.uniform(-10, W + 10), rng.uniform(0, H)) for _ in range(2)]
+        d.line(pts, fill=(v, v, v, 255), width=1)
+    for _ in range(rng.randint(200, 400)):
+        x, y = rng.randrange(W), rng.randrange(H)
+        v = bg + rng.randint(-14, 8)
+        d.point((x, y), fill=(v, v, v, 255))
+    return img.convert("L")
+
+
 def _wide_color(text: str, rng: random.Random) -> Image.Image:
     H = 80
     W = int(min(690, max(410, 86 * len(text) + rng.randint(-20, 20))))
@@ -212,6 +241,8 @@ STYLES: Dict[str, Style] = {s.name: s for s in (
           "palette 240x80, 4 digits drawn as coloured dots on black"),
     Style("varlen", DIGITS + LOWER, (4, 8), _image_captcha(240, 60, (40, 46, 52)),
           "ImageCaptcha 240x60, 4-8 of 36"),
+    Style("faint-grey", DIGITS + UPPER, (5, 5), _faint_grey,
+          "grey 180x60, faint ink 10-28 levels below a light background, 5 of 36"),
 )}
 
 

@@ -35,6 +35,9 @@ def test_the_styles_have_the_modes_and_sizes_they_promise() -> None:
     assert sizes["wide-color"].mode == "RGBA" and 410 <= sizes["wide-color"].width <= 690
     assert sizes["small"].size == (90, 30)
     assert sizes["dotted-digits"].mode == "P" and sizes["dotted-digits"].size == (240, 80)
+    faint = np.asarray(panel.draw(panel.STYLES["faint-grey"], 0, 5)[1], np.int16)
+    assert faint.shape == (60, 180)
+    assert 5 <= np.median(faint) - np.percentile(faint, 1) <= 40  # faint: low contrast ink
     lengths = {len(panel.draw(panel.STYLES["wide-color"], 0, i)[0]) for i in range(60)}
     assert lengths == set(range(4, 9))  # variable length 4-8
 
