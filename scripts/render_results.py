@@ -303,6 +303,55 @@ def _panel_compare(src: Sources) -> str:
                  ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
 
 
+#: The whole panel at the CLI's own 30-minute budget (one thread), with the defaults of now
+#: (--stem auto): the configs that ran them, per style, in styles.json. wide-color's 408x64 RGB
+#: input stays s4 under --stem auto, so its defaults-30min-cpu run is the default of now; the
+#: s2 runs of dotted-digits and scratch-grey were made (as s2-c112-30min-cpu) before the switch.
+PANEL_30 = {"scratch-grey": "s2-c112-30min-cpu", "dotted-digits": "s2-c112-30min-cpu",
+            "wide-color": "defaults-30min-cpu"}
+#: What each style read before (the issue's earlier-default figures are not ours): the s4
+#: default's 30-minute runs of the synthetic styles, the pre-issue-22 defaults' of shared ones.
+PANEL_30_BEFORE = {"scratch-grey": "defaults-30min-cpu", "dotted-digits": "defaults-30min-cpu",
+                   "digits-color": "defaults-30min-cpu", "swust": "defaults-30min-cpu"}
+
+
+def _graph(e: dict[str, Any]) -> str:
+    mc = e["model_config"]
+    return f"{mc.get('stem', 'pool')}, convs {','.join(str(c) for c in mc.get('convs', [1, 1, 1]))}"
+
+
+def _entry(src: Sources, style: str, config: str) -> dict[str, Any] | None:
+    runs = [r for r in src.json("styles.json") if r["style"] == style and r["config"] == config
+            and "error" not in r]
+    return runs[-1] if runs else None
+
+
+@region("panel-30min", "styles.json", block=True)
+def _panel_30min(src: Sources) -> str:
+    rows = []
+    for style in PANEL_STYLES:
+        e = _entry(src, style, PANEL_30.get(style, "auto-30min-cpu"))
+        if e is None:
+            rows.append([style] + ["not run"] + ["-"] * 8)
+            continue
+        acc, where = _panel_acc(e)
+        before = _entry(src, style, PANEL_30_BEFORE[style]) if style in PANEL_30_BEFORE else None
+        budget = 60.0 * 30
+        hit = [c for c, a in e.get("curve_cpu_s_val_acc") or [] if a > 0]
+        first = f"{hit[0]:.0f} ({100 * hit[0] / budget:.0f} %)" if hit else "never"
+        rows.append([
+            style, f"{e['geometry']} {'grey' if e['color'] == 'L' else e['color']}", _graph(e),
+            f"{e['epochs_run']}", fix(float(e["cpu_seconds_per_epoch"]), 1), first,
+            bold(pct(acc), acc >= 0.95) + f" ({where})",
+            pct2(e["int8"]["frame_agreement"]) if e.get("int8") else "-",
+            str(e.get("int8_route") or "-"),
+            pct(_panel_acc(before)[0]) if before else "-"])
+    return table(["style", "input", "graph", "epochs", "CPU-s/epoch", "val > 0 at CPU-s",
+                  "int8", "frame agreement", "int8 route", "before (30 min)"],
+                 ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---:"],
+                 rows)
+
+
 #: The --stem A/B of issue 22 (6 CPU-minutes a run): two styles in stem_ab.json (run by hand,
 #: with the s2-alone and pool arms), three by bench_styles.py in styles.json.
 STEM_AB_STYLES = ("dotted-digits", "scratch-grey", "mixed-case", "v2", "digits-color")
