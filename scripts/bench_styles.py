@@ -242,16 +242,18 @@ def newest_per_style(entries: List[Dict[str, Any]], configs: List[str]
     return out
 
 
-def plot(entries: List[Dict[str, Any]], config: str, path: Path) -> int:
+def plot(entries: List[Dict[str, Any]], config: str, path: Path,
+         styles: Optional[List[str]] = None) -> int:
     """Validation accuracy against training CPU-minutes, newest entry per style of ``config``
-    (comma-separated names: the first that has a style wins)."""
+    (comma-separated names: the first that has a style wins), of ``styles`` (None: all)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     configs = [c for c in config.split(",") if c]
-    newest = newest_per_style(entries, configs)
+    newest = {k: v for k, v in newest_per_style(entries, configs).items()
+              if styles is None or k in styles}
     if not newest:
         print(f"bench_styles: error: --plot: no entry of config {config!r} has a curve",
               file=sys.stderr)
@@ -300,8 +302,8 @@ def main(argv: Any = None) -> int:
     p.add_argument("--record", type=Path, metavar="RUN",
                    help="record an existing run folder instead of training (one style)")
     p.add_argument("--plot", type=Path, metavar="PNG",
-                   help="draw the curves of the newest --config entry per style and exit "
-                        "(--config a,b: a style without an entry of a takes b's)")
+                   help="draw the curves of the newest --config entry per style (of --styles) "
+                        "and exit (--config a,b: a style without an entry of a takes b's)")
     p.add_argument("extra", nargs="*", help="extra captcha-train options (after --)")
     a = p.parse_args(argv)
     styles = _style_panel().pick_styles(a.styles, list(STYLES), "bench_styles")
@@ -315,7 +317,8 @@ def main(argv: Any = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "styles.json"
     if a.plot is not None:
-        return plot(json.loads(out.read_text()) if out.exists() else [], a.config, a.plot)
+        return plot(json.loads(out.read_text()) if out.exists() else [], a.config, a.plot,
+                    styles)
     if a.record is not None and len(styles) != 1:
         print("bench_styles: error: --record needs exactly one --styles entry", file=sys.stderr)
         return 2
