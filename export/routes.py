@@ -32,12 +32,12 @@ class Route:
     summary: str
     #: what is done to the rebuilt model's weights before conversion, the float function kept:
     #: "none", "equalize" (export/equalize.py: the first conv's output channels rescaled so
-    #: that one int8 scale fits them all, the next conv's weights divided back) or
+    #: that one int8 scale fits them all, the next conv's weights divided back),
     #: "round-first-conv" (export/rounding.py: the first conv's int8 weights searched, the
-    #: mean error moved into the bias)
+    #: mean error moved into the bias) or "round-convs" (the same for every conv)
     transform: str = "none"
     #: what the route acts on, for ordering the ladder by the diagnosis (:func:`order`):
-    #: "first-conv" (the first convolution's activation ranges) or "ranges" (every calibrated
+    #: "first-conv" (the first convolution's activation ranges or weights) or "ranges" (every calibrated
     #: range, through the calibration set)
     targets: str = "ranges"
 
