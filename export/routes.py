@@ -37,8 +37,8 @@ class Route:
     #: mean error moved into the bias) or "round-convs" (the same for every conv)
     transform: str = "none"
     #: what the route acts on, for ordering the ladder by the diagnosis (:func:`order`):
-    #: "first-conv" (the first convolution's activation ranges or weights) or "ranges" (every calibrated
-    #: range, through the calibration set)
+    #: "first-conv" (the first convolution's activation ranges or weights) or "ranges" (every
+    #: calibrated range, through the calibration set)
     targets: str = "ranges"
 
 
