@@ -414,10 +414,17 @@ def _train_speed_ratio(src: Sources) -> str:
 def _train_speed(src: Sources) -> str:
     e = src.json("train_speed.json")[-1]
     m, r = e["median_img_per_cpu_s"], e["ratio_to_old-defaults"]
-    return (f"old graph {fix(m['old-defaults'], 1)} images per CPU-second, `s2` "
+    text = (f"old graph {fix(m['old-defaults'], 1)} images per CPU-second, `s2` "
             f"{fix(m['stem-s2'], 1)} ({fix(r['stem-s2'], 2)}x), `s4` + skip (the auto graph "
             "when the budget is short) "
             f"{fix(m['new-defaults'], 1)} (**{fix(r['new-defaults'], 2)}x**)")
+    if "auto-s2-c112" in m:
+        text += (f", `s2` + convs 1,1,2 + skip (the auto graph where 200k images fit) "
+                 f"{fix(m['auto-s2-c112'], 1)} ({fix(r['auto-s2-c112'], 2)}x); measured "
+                 f"{e['date_utc'][:10]} at a load average of {fix(e['load_avg_1min'], 1)} on 2 "
+                 "cores (two trainings beside it: absolute rates lower than on a quiet machine, "
+                 "ratios from the same run)")
+    return text
 
 
 @region("warmstart-table", "warmstart.json", block=True)
