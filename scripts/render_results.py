@@ -255,12 +255,17 @@ PANEL_OLD_SHARED = {"v2": "new-defaults-gated", "amazon": "new-defaults",
                     "digits-color": "new-defaults-gated", "swust": "new-defaults-gated"}
 
 
-def _panel_entry(src: Sources, style: str, old: bool) -> dict[str, Any] | None:
-    config = (PANEL_OLD_SHARED.get(style, "old-defaults-4min-cpu") if old
-              else "defaults-4min-cpu")
+def _entry(src: Sources, style: str, config: str) -> dict[str, Any] | None:
+    """The newest styles.json entry of ``style`` and ``config`` that did not fail, or None."""
     runs = [r for r in src.json("styles.json") if r["style"] == style and r["config"] == config
             and "error" not in r]
     return runs[-1] if runs else None
+
+
+def _panel_entry(src: Sources, style: str, old: bool) -> dict[str, Any] | None:
+    config = (PANEL_OLD_SHARED.get(style, "old-defaults-4min-cpu") if old
+              else "defaults-4min-cpu")
+    return _entry(src, style, config)
 
 
 def _ms_per_image(e: dict[str, Any], old: bool) -> float:
@@ -319,13 +324,8 @@ PANEL_30_BEFORE = {"scratch-grey": "defaults-30min-cpu", "dotted-digits": "defau
 
 def _graph(e: dict[str, Any]) -> str:
     mc = e["model_config"]
-    return f"{mc.get('stem', 'pool')}, convs {','.join(str(c) for c in mc.get('convs', [1, 1, 1]))}"
-
-
-def _entry(src: Sources, style: str, config: str) -> dict[str, Any] | None:
-    runs = [r for r in src.json("styles.json") if r["style"] == style and r["config"] == config
-            and "error" not in r]
-    return runs[-1] if runs else None
+    convs = ",".join(str(c) for c in mc.get("convs", [1, 1, 1]))
+    return f"{mc.get('stem', 'pool')}, convs {convs}"
 
 
 @region("panel-30min", "styles.json", block=True)
