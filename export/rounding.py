@@ -85,8 +85,7 @@ def patch_moments(x: np.ndarray, k: int, stride: int, batch: int = 8
     return total / count, second / count, count
 
 
-def search(w: np.ndarray, scale: float, mean: np.ndarray, cov: np.ndarray,
-           sweeps: int = SWEEPS) -> np.ndarray:
+def search(w: np.ndarray, scale: float, cov: np.ndarray, sweeps: int = SWEEPS) -> np.ndarray:
     """Integer weights for one output channel: each at the floor or ceiling of ``w / scale``,
     chosen by coordinate descent to minimise the error's variance ``d' cov d`` (``d = w -
     scale q``); the largest weight (the one that sets ``scale``) stays where it rounds."""
@@ -117,7 +116,7 @@ def search(w: np.ndarray, scale: float, mean: np.ndarray, cov: np.ndarray,
 
 
 def fold(conv: Any, bn: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """The first conv's kernel and bias with BatchNorm (inference) folded in."""
+    """``conv``'s kernel and bias with ``bn`` (inference) folded in."""
     kernel = np.asarray(conv.get_weights()[0], np.float64)
     gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn.get_weights())
     mult = gamma / np.sqrt(var + float(bn.epsilon))
@@ -172,7 +171,7 @@ def _round(conv: Any, bn: Any, feats: np.ndarray) -> Dict[str, Any]:
         w = flat[:, c]
         scale = float(np.abs(w).max()) / QMAX
         nearest = np.clip(np.rint(w / scale), -QMAX, QMAX) if scale > 0 else np.zeros_like(w)
-        q = search(w, scale, mu, cov)
+        q = search(w, scale, cov)
         d0, d1 = w - scale * nearest, w - scale * q
         signal = float(np.sqrt(max(w @ cov @ w, 0.0)))
         new_kernel[:, c] = scale * q

@@ -26,7 +26,7 @@ def _problem(seed, d=9):
 def test_search_is_never_worse_than_nearest_rounding(seed):
     w, scale, mean, cov = _problem(seed)
     nearest = np.rint(w / scale)
-    q = rounding.search(w, scale, mean, cov)
+    q = rounding.search(w, scale, cov)
     err = lambda q: (w - scale * q) @ cov @ (w - scale * q)  # noqa: E731
     assert err(q) <= err(nearest) + 1e-15
     assert np.all((q == np.floor(w / scale)) | (q == np.ceil(w / scale)))
@@ -45,7 +45,7 @@ def test_search_finds_the_exact_optimum_on_a_tiny_problem():
     best = min(((w - scale * q) @ cov @ (w - scale * q)) for q in (
         np.where(np.array(bits, bool), hi, lo) for bits in itertools.product((0, 1), repeat=5))
         if q[top] == np.rint(w[top] / scale))
-    q = rounding.search(w, scale, mean, cov)
+    q = rounding.search(w, scale, cov)
     assert (w - scale * q) @ cov @ (w - scale * q) <= best * 1.05 + 1e-15
 
 
