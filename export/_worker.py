@@ -76,7 +76,8 @@ def run(job: Dict[str, Any]) -> int:
                 model = convert.rebuild(src, job["model_config"], route=job["route"],
                                         batch=job["batch"])
                 if job.get("transform", "none") != "none":
-                    transformed = convert.transform(model, job["transform"], calib)
+                    transformed = convert.transform(model, job["transform"], calib,
+                                                    job.get("fine_tune"))
             data = convert.to_tflite(model, fmt, calibration=calib,
                                      batch=job["batch"], int8_output=job["int8_output"])
             if not job.get("keep_names"):

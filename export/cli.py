@@ -296,6 +296,7 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
                "reference": need_ref, "int8_output": a.int8_output, "workdir": str(work),
                "keep_names": getattr(a, "keep_tensor_names", False),
                "transform": getattr(a, "transform", "none"),
+               "fine_tune": getattr(a, "fine_tune", None),
                "progress": str(progress)}
         job_file = work / "job.json"
         job_file.write_text(json.dumps(job), encoding="utf-8")
@@ -456,6 +457,12 @@ def convert(p: Plan, work: Path) -> Converted:
     if p.val is not None:
         np.save(work / "val.npy", p.val.images)
         ref = {"images": str(work / "val.npy"), "out": str(work / "keras_probs.npy")}
+    if "int8" in p.formats and getattr(p.args, "transform", "none") == "fine-tune":
+        # --int8-route fine-tune: the first conversion trains on (export/finetune.py).
+        from . import routes
+
+        check = (work / "val.npy", p.val_labels) if p.val is not None else None
+        p.args.fine_tune = routes.fine_tune_job(p.args, p.run, work, p.args.route, check)
     results = _worker(p.args, p.run, p.formats, work, calib_file, ref,
                       p.out / "export_worker.log")
     if p.val is None:
@@ -563,7 +570,8 @@ def _outcome(p: Plan, c: Converted, rows: List[Dict[str, Any]],
         "verification_images": None if val is None else len(val.names),
         "results": rows, "int8_drop_pp": drop,
         "int8_route": None if c.int8_choice is None else {
-            k: c.int8_choice[k] for k in ("route", "graph", "passed", "trials", "order")
+            k: c.int8_choice[k]
+            for k in ("route", "graph", "passed", "trials", "order", "transforms")
             if k in c.int8_choice},
         "int8_diagnosis": None if c.int8_choice is None else c.int8_choice["diagnosis"],
         "max_drop_pp": a.max_drop,

@@ -63,21 +63,27 @@ def rebuild(src: Any, model_config: Dict[str, Any], *, route: str, batch: int) -
     return model
 
 
-#: What may be done to a rebuilt model's weights before conversion (the float function kept).
-TRANSFORMS = ("none", "equalize", "round-first-conv", "round-convs")
+#: What may be done to a rebuilt model's weights before conversion (the float function kept,
+#: except by "fine-tune", which trains on).
+TRANSFORMS = ("none", "equalize", "round-first-conv", "round-convs", "fine-tune")
 
 
-def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
+def transform(model: Any, name: str, calibration: Optional[np.ndarray],
+              fine_tune: Optional[Dict[str, Any]] = None) -> Any:
     """Apply the weight transform ``name`` to ``model`` in place; return what it did (JSON).
 
     ``equalize``: :func:`captcha_edge.export.equalize.equalize` on the first conv's chain, its
     channel ranges measured on ``calibration``. ``round-first-conv``:
     :func:`captcha_edge.export.rounding.round_first_conv` (searched int8 weights and bias
     correction for the first conv, on ``calibration``'s patches); ``round-convs``: the same
-    for every conv that BatchNorm follows.
+    for every conv that BatchNorm follows. ``fine-tune``:
+    :func:`captcha_edge.export.finetune.fine_tune` on the training images ``fine_tune`` names
+    (``{"images": .npy, "labels": [[class, ...], ...], "blank", "model_config", "route",
+    "check": {"images": .npy, "texts": [...], "charset"}}``).
 
     Raises:
-        ValueError: unknown transform, or no calibration images for one that needs them.
+        ValueError: unknown transform, or no calibration images (no training images for
+            fine-tune) for one that needs them.
     """
     if name == "none":
         return None
@@ -97,6 +103,19 @@ def transform(model: Any, name: str, calibration: Optional[np.ndarray]) -> Any:
         if calibration is None or not len(calibration):
             raise ValueError(f"the {name} transform needs calibration images")
         return rounding.round_convs(model, calibration, first_only=name == "round-first-conv")
+    if name == "fine-tune":
+        from . import finetune
+
+        if not fine_tune:
+            raise ValueError("the fine-tune transform needs the run's training images")
+        trainer = rebuild(model, fine_tune["model_config"], route=fine_tune["route"],
+                          batch=finetune.BATCH)
+        check = fine_tune.get("check")
+        return finetune.fine_tune(
+            model, trainer, np.load(fine_tune["images"]), fine_tune["labels"],
+            int(fine_tune["blank"]), seed=int(fine_tune.get("seed", 0)),
+            check=(np.load(check["images"]), check["texts"], check["charset"]) if check else None,
+            out=check.get("probs_out") if check else None)
     raise ValueError(f"unknown transform {name!r}; valid: {', '.join(TRANSFORMS)}")
 
 

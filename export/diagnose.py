@@ -284,7 +284,7 @@ def _child(job: Dict[str, Any]) -> int:
     images = np.load(job["images"])
     reference = np.load(job["reference"])
     calib = np.load(job["calibration"])
-    convert.transform(model, job.get("transform", "none"), calib)
+    convert.transform(model, job.get("transform", "none"), calib, job.get("fine_tune"))
     diag = diagnose(model, calib, images, reference, job["labels"], job["charset"],
                     int(job["blank"]), route=job["route"], log=log)
     Path(job["out"]).write_text(json.dumps(diag, indent=1), encoding="utf-8")

@@ -34,11 +34,13 @@ class Route:
     #: "none", "equalize" (export/equalize.py: the first conv's output channels rescaled so
     #: that one int8 scale fits them all, the next conv's weights divided back),
     #: "round-first-conv" (export/rounding.py: the first conv's int8 weights searched, the
-    #: mean error moved into the bias) or "round-convs" (the same for every conv)
+    #: mean error moved into the bias), "round-convs" (the same for every conv) or
+    #: "fine-tune" (export/finetune.py: trained on with int8-rounded weights; the float
+    #: function changes)
     transform: str = "none"
     #: what the route acts on, for ordering the ladder by the diagnosis (:func:`order`):
-    #: "first-conv" (the first convolution's activation ranges or weights) or "ranges" (every
-    #: calibrated range, through the calibration set)
+    #: "first-conv" (the first convolution's activation ranges or weights), "ranges" (every
+    #: calibrated range, through the calibration set) or "model" (every weight: always last)
     targets: str = "ranges"
 
 
@@ -65,6 +67,11 @@ ROUTES: Tuple[Route, ...] = (
           "first-conv-rounding for every conv that BatchNorm follows, in graph order, each on "
           "the inputs the rounded convs before it give; calibrated on the chosen images",
           transform="round-convs", targets="first-conv"),
+    Route("fine-tune", "tf_keras", "given",
+          "quantization-aware fine-tuning: 300 more steps on the run's training images with "
+          "every int8 weight rounded to its grid in the forward pass (straight-through "
+          "gradients), then calibrated on the chosen images; the float model changes, so it "
+          "comes last", transform="fine-tune", targets="model"),
 )
 # Measured and left out (docs/export.md): the unrolled LSTM ("--route unroll" calibrated the
 # same way) kept a float SPLIT op, was 46 % of float32's size and no more accurate than plain.
@@ -72,6 +79,8 @@ ROUTE_NAMES: Tuple[str, ...] = tuple(r.name for r in ROUTES)
 
 #: Upper bound on the training images the wide calibration reads (before the jittered copies).
 WIDE_CALIB_SIZE = 500
+#: Upper bound on the training images the fine-tune route trains on.
+FINE_TUNE_IMAGES = 4000
 
 
 def get(name: str) -> Route:
@@ -144,6 +153,9 @@ class Trial:
     float_compute_ops: Optional[List[str]] = None
     passed: bool = False
     error: Optional[str] = None
+    #: the fine-tune route: frame agreement with the fine-tuned float model it was converted
+    #: from (``agreement`` is with the trained model, as for every route)
+    own_float_agreement: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -213,9 +225,42 @@ def try_routes(routes: Sequence[Route], convert: ConvertFn, score: ScoreFn,
     return trials, files
 
 
+def fine_tune_job(a: argparse.Namespace, run: Any, work: Path, graph: str,
+                  check: Optional[Tuple[Path, Sequence[str]]] = None) -> Dict[str, Any]:
+    """The worker job's ``fine_tune`` entry (:func:`captcha_edge.export.convert.transform`):
+    up to :data:`FINE_TUNE_IMAGES` labelled training images saved in ``work``, and the
+    validation images (a saved .npy and their texts) the fine-tuned float model is scored on.
+
+    Raises:
+        ExportError: the training images cannot be read or have no labels.
+    """
+    from .runfolder import ExportError, load_split
+
+    train = load_split(run, "train", a.data_dir, limit=FINE_TUNE_IMAGES, seed=a.seed)
+    if not train.names or any(lbl is None for lbl in train.labels):
+        raise ExportError(f"the fine-tune route needs the labelled training images of "
+                          f"{run.path}; pass --data-dir")
+    index = {c: k for k, c in enumerate(run.charset)}
+    path = work / "fine_tune_images.npy"
+    np.save(path, train.images)
+    job: Dict[str, Any] = {
+        "images": str(path), "labels": [[index[c] for c in str(t)] for t in train.labels],
+        "blank": run.blank, "model_config": run.info.model_config.to_dict(), "route": graph,
+        "seed": a.seed}
+    if check is not None:
+        job["check"] = {"images": str(check[0]), "texts": list(check[1]),
+                        "charset": run.charset, "probs_out": str(work / "fine_tuned_probs.npy")}
+    return job
+
+
 def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
-                worker: Callable[..., Dict[str, Any]]) -> ConvertFn:
-    """A :data:`ConvertFn` that runs the CLI's worker process for one route (its own folder)."""
+                worker: Callable[..., Dict[str, Any]],
+                check: Optional[Tuple[Path, Sequence[str]]] = None,
+                transforms: Optional[Dict[str, Any]] = None,
+                jobs: Optional[Dict[str, Any]] = None) -> ConvertFn:
+    """A :data:`ConvertFn` that runs the CLI's worker process for one route (its own folder).
+    What each route's weight transform did goes into ``transforms``, and the fine-tune job
+    into ``jobs`` (by route name)."""
     def convert(route: Route, cal: np.ndarray) -> Any:
         sub = work / f"route-{route.name}"
         sub.mkdir(exist_ok=True)
@@ -223,8 +268,14 @@ def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
         b = copy.copy(a)
         b.route = route.graph
         b.transform = route.transform
+        b.fine_tune = (fine_tune_job(a, run, sub, route.graph, check)
+                       if route.transform == "fine-tune" else None)
+        if jobs is not None and b.fine_tune is not None:
+            jobs[route.name] = b.fine_tune
         res = worker(b, run, ["int8"], sub, sub / "calib.npy", None, keep_log).get("int8")
         if isinstance(res, dict):
+            if transforms is not None and res.get("transform") is not None:
+                transforms[route.name] = res["transform"]
             return Path(res["path"]).read_bytes()
         return str(res)
     return convert
@@ -307,7 +358,13 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
     routes = [r if r.graph != "tf_keras" else replace(r, graph=a.route)
               for r in ladder(first=a.int8_route if forced else "plain", only=forced)
               if not (r.graph == "unroll" and a.route == "unroll" and r.name != "plain")]
-    convert = cli_convert(a, run, work, keep_log, worker)
+    transforms: Dict[str, Any] = {}
+    # A forced fine-tune route was the CLI's first conversion: its job is on ``a``.
+    jobs: Dict[str, Any] = {routes[0].name: getattr(a, "fine_tune", None)}
+    val_file = work / "val.npy"  # saved by the CLI for the Keras reference
+    convert = cli_convert(a, run, work, keep_log, worker,
+                          check=(val_file, labels) if val_file.exists() else None,
+                          transforms=transforms, jobs=jobs)
     trials, files = try_routes(routes[:1], convert, score, calibration, keras_acc, a.max_drop,
                                first=(plain_flat, np.asarray(cal.images)), say=say)
     plain = trials[0]
@@ -318,7 +375,8 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
         if not diags:
             np.save(work / "diag_images.npy", val.images[:n])
             np.save(work / "diag_reference.npy", keras_probs[:n])
-        d = _diagnose(a, run, work, keep_log, key, route, images, labels[:n], n, say)
+        d = _diagnose(a, run, work, keep_log, key, route, images, labels[:n], n, say,
+                      fine_tune=jobs.get(route.name))
         diags[key] = d
         return d
 
@@ -335,6 +393,12 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
                                       say=say)
         trials += more
         files.update(more_files)
+    if isinstance(first, dict) and first.get("transform") is not None:
+        transforms.setdefault(routes[0].name, first["transform"])
+    for t in trials:
+        if t.route in files and t.route in transforms:
+            _own_float(t, transforms[t.route], jobs.get(t.route), files[t.route], val.images,
+                       keras_acc, say)
     chosen = best(trials)
     out["trials"] = [t.to_dict() for t in trials]
     out["passed"] = bool(chosen and chosen.passed)
@@ -353,12 +417,36 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
                 route = get(chosen.route)
                 diagnosis_of("chosen", route, calibration(route))
     out["diagnosis"] = diags or None
+    if transforms:
+        out["transforms"] = transforms
     return out
+
+
+def _own_float(t: Trial, done: Any, job: Optional[Dict[str, Any]], flat: bytes,
+               images: np.ndarray, keras_acc: float, say: Callable[[str], None]) -> None:
+    """For a fine-tune trial: say what the fine-tuned float model reads, and set the int8
+    file's frame agreement with it (from the probabilities the worker saved)."""
+    from . import verify
+
+    if not isinstance(done, dict) or "float_seq_acc" not in done or not job:
+        return
+    path = Path(job.get("check", {}).get("probs_out", ""))
+    if path.is_file():
+        ref = np.load(path)
+        probs, _ = verify.run_model(flat, images, num_threads=1, reset=verify.is_stateful(flat))
+        t.own_float_agreement = float(np.mean(probs.argmax(-1) == ref.argmax(-1)))
+    say(f"[int8] route {t.route}: {done['steps']} steps on {done['images']} training images "
+        f"(loss {done['loss_first']:.3f} -> {done['loss_last']:.3f}); the fine-tuned float "
+        f"model reads {100 * done['float_seq_acc']:.2f} % (trained model "
+        f"{100 * keras_acc:.2f} %)"
+        + (f", int8 agrees with it on {100 * t.own_float_agreement:.2f} % of frames"
+           if t.own_float_agreement is not None else ""))
 
 
 def _diagnose(a: argparse.Namespace, run: Any, work: Path, keep_log: Path, key: str,
               route: Route, images: np.ndarray, labels: List[str], n: int,
-              say: Callable[[str], None]) -> Dict[str, Any]:
+              say: Callable[[str], None], fine_tune: Optional[Dict[str, Any]] = None
+              ) -> Dict[str, Any]:
     """The diagnosis (export/diagnose.py, in a child process) of ``route`` on the first ``n``
     validation images (saved in ``work`` by the caller), calibrated on ``images``."""
     from . import diagnose
@@ -369,7 +457,7 @@ def _diagnose(a: argparse.Namespace, run: Any, work: Path, keep_log: Path, key: 
     job = {"model": str(run.model), "keras": run.meta.get("keras", "keras3"),
            "model_config": run.meta["model_config"],
            "route": a.route if route.graph == "tf_keras" else route.graph,
-           "transform": route.transform,
+           "transform": route.transform, "fine_tune": fine_tune,
            "calibration": str(work / f"diag_calib_{key}.npy"),
            "images": str(work / "diag_images.npy"),
            "reference": str(work / "diag_reference.npy"), "labels": labels,

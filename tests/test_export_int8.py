@@ -96,7 +96,7 @@ def test_try_routes_stops_at_first_that_holds(no_float_check):
 def test_try_routes_keeps_best_when_none_holds(no_float_check):
     more = [*routes.ladder(), Route("later", "unroll", "given", "last")]
     convert, score, calls = _fake({"plain": 0.50, "equalize": 0.60, "first-conv-rounding": 0.55,
-                                   "conv-rounding": 0.52,
+                                   "conv-rounding": 0.52, "fine-tune": 0.58,
                                    "later": 0.70}, fail={"wide-calibration"})
     trials, _ = routes.try_routes(more, convert, score, lambda r: np.zeros((3,)),
                                   keras_acc=0.80, max_drop=0.5)
@@ -128,7 +128,7 @@ def test_route_table_names_are_cli_safe():
     for r in routes.ROUTES:
         assert isinstance(r, Route) and r.name == r.name.lower() and " " not in r.name
         assert r.graph in ("tf_keras", "unroll") and r.calibration in ("given", "wide")
-        assert r.targets in ("first-conv", "ranges")
+        assert r.targets in ("first-conv", "ranges", "model")
 
 
 def test_node_name_follows_the_debuggers_rule():
