@@ -268,8 +268,14 @@ def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
         b = copy.copy(a)
         b.route = route.graph
         b.transform = route.transform
-        b.fine_tune = (fine_tune_job(a, run, sub, route.graph, check)
-                       if route.transform == "fine-tune" else None)
+        b.fine_tune = None
+        if route.transform == "fine-tune":
+            from .runfolder import ExportError
+
+            try:
+                b.fine_tune = fine_tune_job(a, run, sub, route.graph, check)
+            except ExportError as exc:  # this route fails; the ones tried keep their files
+                return str(exc)
         if jobs is not None and b.fine_tune is not None:
             jobs[route.name] = b.fine_tune
         res = worker(b, run, ["int8"], sub, sub / "calib.npy", None, keep_log).get("int8")

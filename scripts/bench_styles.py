@@ -83,8 +83,27 @@ def score_test(model: Path, folder: Path) -> Dict[str, Any]:
         rows = [r for r in csv.reader(fh)][1:]
     rec = Recognizer(str(model))
     preds = rec.predict_batch([str(folder / f) for f, _ in rows])
-    s = score([t for _, t in rows], list(preds))
-    return {"images": len(rows), "seq_acc": s["seq_acc"], "cer": s["cer"]}
+    truth = [t for _, t in rows]
+    s = score(truth, list(preds))
+    return {"images": len(rows), "seq_acc": s["seq_acc"], "cer": s["cer"],
+            **errors(truth, list(preds))}
+
+
+def errors(truth: List[str], preds: List[str], top: int = 8) -> Dict[str, Any]:
+    """What the wrong answers are: how many differ only in letter case, the sequence accuracy
+    when case is ignored, and the commonest character substitutions (truth, read, count) among
+    the answers of the right length."""
+    from collections import Counter
+
+    wrong = [(t, p) for t, p in zip(truth, preds) if t != p]
+    subs: Counter = Counter()
+    for t, p in wrong:
+        if len(t) == len(p):
+            subs.update((a, b) for a, b in zip(t, p) if a != b)
+    case_only = sum(t.lower() == p.lower() for t, p in wrong)
+    return {"wrong": len(wrong), "case_only": case_only,
+            "seq_acc_ignoring_case": 1 - (len(wrong) - case_only) / max(1, len(truth)),
+            "top_substitutions": [[a, b, n] for (a, b), n in subs.most_common(top)]}
 
 
 def curve(run: Path) -> List[List[float]]:

@@ -83,3 +83,22 @@ def test_fine_tune_comes_last_whatever_the_diagnosis_names():
         diag = {"worst": [{"op": "CONV_2D", "tensor": tensor, "agreement_gain_pp": 1.0,
                            "gain_pp": 2.0}]}
         assert routes.order(routes.ladder()[1:], diag)[-1].name == "fine-tune"
+
+
+def test_fine_tune_without_training_images_fails_that_route_only(tmp_path, monkeypatch):
+    """The ladder goes on (the routes tried keep their files) when the run's training images
+    cannot be read for fine-tuning: the route's result is the error message."""
+    import argparse
+
+    from captcha_edge.export.runfolder import ExportError
+
+    def missing(*args, **kwargs):
+        raise ExportError("the fine-tune route needs the labelled training images of run; "
+                          "pass --data-dir")
+
+    calls = []
+    monkeypatch.setattr(routes, "fine_tune_job", missing)
+    convert = routes.cli_convert(argparse.Namespace(), object(), tmp_path, tmp_path / "log",
+                                 worker=lambda *a: calls.append(a) or {})
+    res = convert(routes.get("fine-tune"), np.zeros((2, 4, 4), np.uint8))
+    assert isinstance(res, str) and "--data-dir" in res and calls == []

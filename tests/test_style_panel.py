@@ -73,3 +73,15 @@ def test_the_panel_picture_joins_configs_in_the_order_given() -> None:
     assert {s: e["n"] for s, e in got.items()} == {"a": 3, "b": 4}  # newest; no curve, no entry
     assert {s: e["n"] for s, e in bench.newest_per_style(entries, ["old"]).items()} == {
         "a": 1, "b": 4}
+
+
+def test_the_error_summary_counts_case_only_mistakes() -> None:
+    bench = load_file_module(Path(__file__).resolve().parents[1] / "scripts" / "bench_styles.py")
+    truth = ["abVx", "abcd", "xyzw", "Vvvv", "abcd"]
+    preds = ["abvx", "abcd", "xyz", "vvvV", "abce"]
+    e = bench.errors(truth, preds)
+    assert e["wrong"] == 4 and e["case_only"] == 2
+    assert e["seq_acc_ignoring_case"] == 1 - 2 / 5
+    # V->v twice (abVx, Vvvv), v->V once, d->e once; the wrong length is not counted
+    assert e["top_substitutions"][0] == ["V", "v", 2]
+    assert sorted(map(tuple, e["top_substitutions"][1:])) == [("d", "e", 1), ("v", "V", 1)]

@@ -150,7 +150,7 @@ summary "eval:" "$EVAL_LINE"
 step "raw int8 outputs of $N_IMAGES images (for the x86 comparison)"
 python tests/pi/dump_outputs.py --model "$MODEL" --images "$DATA" --n "$N_IMAGES" --out "$OUT/aarch64.npz"
 
-step "each integer route's file (tests/data/routes/: the fixture run by plain, wide-calibration, equalize)"
+step "each integer route's file (tests/data/routes/: the fixture run exported by each route)"
 ROUTE_NAMES=()
 for f in tests/data/routes/*_int8.tflite; do
   name="$(basename "${f%_int8.tflite}")"
