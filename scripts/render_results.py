@@ -328,10 +328,14 @@ def _graph(e: dict[str, Any]) -> str:
     return f"{mc.get('stem', 'pool')}, convs {convs}"
 
 
+#: The 30-minute table's styles: the panel, with the low-contrast style made for issue 23.
+PANEL_30_STYLES = PANEL_STYLES[:6] + ("faint-grey",) + PANEL_STYLES[6:]
+
+
 @region("panel-30min", "styles.json", block=True)
 def _panel_30min(src: Sources) -> str:
     rows = []
-    for style in PANEL_STYLES:
+    for style in PANEL_30_STYLES:
         e = _entry(src, style, PANEL_30.get(style, "auto-30min-cpu"))
         if e is None:
             rows.append([style] + ["not run"] + ["-"] * 8)
