@@ -63,6 +63,8 @@ examples:
                                                     # on every integer route it tries
   captcha-export runs/site-a --int8 --diagnose      # + where int8 loses accuracy, per layer
   captcha-export runs/site-a --int8 --int8-route equalize   # only the equalize route
+  captcha-export runs/site-a --int8 --int8-route fine-tune  # 300 steps of quantization-aware
+                                                    # fine-tuning (needs the training images)
 
 formats:
 """ + "\n".join(f"  {f.name:<8} {f.summary}" for f in FORMATS.values()) + """
