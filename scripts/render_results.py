@@ -313,9 +313,7 @@ def _panel_compare(src: Sources) -> str:
 #: input stays s4 under --stem auto, so its defaults-30min-cpu run is the default of now; the
 #: s2 runs of dotted-digits and scratch-grey were made (as s2-c112-30min-cpu) before the switch.
 PANEL_30 = {"scratch-grey": "s2-c112-30min-cpu", "dotted-digits": "s2-c112-30min-cpu",
-            "wide-color": "defaults-30min-cpu",
-            # not rerun at 30 minutes (session time): 100 % at 4 CPU-minutes with the defaults
-            "amazon": "defaults-4min-cpu"}
+            "wide-color": "defaults-30min-cpu"}
 #: What each style read before (the issue's earlier-default figures are not ours): the s4
 #: default's 30-minute runs of the synthetic styles, the pre-issue-22 defaults' of shared ones.
 PANEL_30_BEFORE = {"scratch-grey": "defaults-30min-cpu", "dotted-digits": "defaults-30min-cpu",
