@@ -349,7 +349,9 @@ def main(argv: Any = None) -> int:
             tr = {"exit_code": 0, "wall_seconds": m["train_seconds"],
                   "cpu_seconds": m.get("train_cpu_seconds"),
                   "load_avg_1min": {"mean": None, "max": None}}
-            entry = describe(a.record, style, a.config, a.note or "recorded run", tr, a)
+            # a synthetic style is also scored on its unseen split, as bench_one does
+            test = panel_folders(style)["test"] if style in SYNTHETIC else None
+            entry = describe(a.record, style, a.config, a.note or "recorded run", tr, a, test)
         else:
             entry = bench_one(style, a.config, list(a.extra), a)
         # Two benchmark queues may finish at once: the read-append-replace runs under a lock.
