@@ -111,7 +111,7 @@ def check_recipe(value: Any) -> Mapping[str, Any]:
     for key in ("height", "width"):
         if key in value:
             _check(_is_int(value[key]), f"preprocess.{key}", "an int", value[key])
-    for key in ("color", "resize", "resample"):
+    for key in ("color", "resize", "resample", "contrast"):
         if key in value:
             _check(isinstance(value[key], str), f"preprocess.{key}", "a string", value[key])
     if "background" in value:

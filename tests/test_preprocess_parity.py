@@ -61,7 +61,20 @@ def reference(path: Path, recipe: dict) -> np.ndarray:
         grey = canvas
     elif grey.size != (w, h):
         grey = grey.resize((w, h), f)
-    return np.asarray(grey, dtype=np.uint8)
+    out = np.asarray(grey, dtype=np.uint8)
+    return reference_stretch(out) if recipe.get("contrast") == "stretch" else out
+
+
+def reference_stretch(a: np.ndarray, cut: float = 0.01, min_span: int = 8) -> np.ndarray:
+    """``contrast: stretch`` from sorted values, written apart from the histogram version: the
+    level at index floor(cut n) -> 0, the one at ceil((1 - cut) n) - 1 -> 255, rounded half up."""
+    v = np.sort(a.reshape(-1)).astype(np.int64)
+    n = len(v)
+    lo, hi = int(v[int(np.floor(cut * n))]), int(v[int(np.ceil((1.0 - cut) * n)) - 1])
+    if hi - lo < min_span:
+        return a
+    x = (a.astype(np.float64) - lo) * 255.0 / (hi - lo)
+    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
 
 
 def _with_recipe(model: Path, **changes: object) -> tuple[Recognizer, dict]:
@@ -95,7 +108,10 @@ def _training_feed(images: np.ndarray, rec: Recognizer) -> np.ndarray:
     (INT8, {"resize": "pad", "resample": "bicubic"}),
     (FLOAT32, {"resize": "pad", "resample": "nearest", "background": 0}),
     (DEFAULT_MODEL, {}),
-], ids=["int8", "float32", "int8-pad-bicubic", "float32-pad-nearest-black", "default-50x200"])
+    (INT8, {"contrast": "stretch"}),
+    (DEFAULT_MODEL, {"contrast": "stretch"}),
+], ids=["int8", "float32", "int8-pad-bicubic", "float32-pad-nearest-black", "default-50x200",
+        "int8-stretch", "default-50x200-stretch"])
 def test_runtime_feeds_what_training_fed(samples: list, model: Path, changes: dict) -> None:
     if not model.is_file():
         pytest.skip(f"{model.name} not present")

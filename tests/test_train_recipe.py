@@ -162,3 +162,68 @@ def test_stem_auto_counts_the_budget(tmp_path) -> None:
     given = cli.prepare(cli.build_parser().parse_args([*base, "--height", "40", "--width", "96",
                                                        "--stem", "pool"]))
     assert given.model_config.stem == "pool"
+
+
+def test_head_defaults_to_the_lstm_and_round_trips() -> None:
+    old = ModelConfig(num_classes=5)
+    assert old.head == "lstm" and "head" not in old.to_dict()  # old model.json files unchanged
+    conv = ModelConfig(num_classes=5, head="conv")
+    assert conv.to_dict()["head"] == "conv" and ModelConfig.from_dict(conv.to_dict()) == conv
+    with pytest.raises(ValueError, match="head must be one of"):
+        ModelConfig(num_classes=5, head="gru")
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("skip", (True, False))
+def test_conv_head_keeps_the_frames_and_sees_three_characters(skip: bool) -> None:
+    """The conv head emits the same frames as the LSTM, and a logit depends on the frames within
+    +-sum(dilations) of it and on no frame beyond (its receptive field, measured by gradients)."""
+    pytest.importorskip("tensorflow")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from captcha_edge.train.model import CONV_HEAD_DILATIONS, build_inference_model
+
+    cfg = ModelConfig(num_classes=7, height=32, width=160, size="small", stem="s4", skip=skip,
+                      head="conv", time_pool=8)
+    m = build_inference_model(cfg, keras)
+    assert tuple(m.output.shape) == (None, 20, 7)
+    names = {layer.name for layer in m.layers}
+    assert "bilstm" not in names and {"ctx1", "ctx_bn1", "ctx_add1"} <= names
+    assert m.get_layer("logits").kernel.shape[0] == cfg.dense
+    frames = keras.Model(m.input, m.get_layer("drop").output)
+    head = keras.Model(m.get_layer("drop").output, m.get_layer("probs").output)
+    for layer in head.layers:  # BatchNorm's moving statistics at init are 0/1: make them matter
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 0.5, "float32"))
+    x = tf.Variable(np.asarray(frames(np.zeros((1, 32, 160, 1), "float32"))) + 0.5)
+    with tf.GradientTape() as tape:
+        y = head(x, training=False)[0, 10, 0]
+    g = np.abs(np.asarray(tape.gradient(y, x))[0]).sum(-1)
+    reach = sum(CONV_HEAD_DILATIONS)
+    assert g[10 - reach] > 0 and g[10 + reach] > 0
+    assert not g[:10 - reach].any() and not g[10 + reach + 1:].any()
+
+
+@pytest.mark.tf
+def test_conv_head_converts_to_an_all_integer_model_without_an_lstm() -> None:
+    """The conv head's int8 file: uint8 input, no float compute op, no LSTM kernel."""
+    pytest.importorskip("tensorflow")
+    import numpy as np
+    import tf_keras
+    from captcha_edge.export import verify
+    from captcha_edge.export.convert import to_tflite
+    from captcha_edge.train.model import build_inference_model
+
+    cfg = ModelConfig(num_classes=7, height=32, width=96, size="small", stem="s4", skip=True,
+                      head="conv")
+    m = build_inference_model(cfg, keras=tf_keras, batch_size=1)
+    cal = np.random.default_rng(0).integers(0, 256, (8, 32, 96), dtype=np.uint8)
+    flat = to_tflite(m, "int8", calibration=cal)
+    assert verify.float_compute_ops(flat) == []
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=flat)
+    ops = {d["op_name"] for d in it._get_ops_details()}
+    assert "CONV_2D" in ops and not any("LSTM" in op for op in ops)
+    assert it.get_input_details()[0]["dtype"] == np.uint8

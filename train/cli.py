@@ -18,9 +18,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .._common import CliParser  # noqa: E402
+from ..preprocess import CONTRASTS  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
-from .model import S4_MIN_HEIGHT, SIZES, STEMS, ModelConfig  # noqa: E402
+from .model import HEADS, S4_MIN_HEIGHT, SIZES, STEMS, ModelConfig  # noqa: E402
 
 EPILOG = """\
 examples:
@@ -43,6 +44,10 @@ DEFAULT_CONVS = "1,1,1"
 #: conv1 layout of new runs when the budget has no room for the finer graph of
 #: data.AUTO_GRAPHS (ModelConfig's own default "pool" is the old graph).
 DEFAULT_STEM = "s4"
+#: --contrast of new runs (the recipe's own default "none" is what older models do).
+DEFAULT_CONTRAST = "none"
+#: Sequence head of new runs (ModelConfig's own default "lstm" is the old graph).
+DEFAULT_HEAD = "lstm"
 #: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
 DEFAULT_SKIP = "on"
 #: Augmentation starts once the model reads this share of the validation captchas: off the
@@ -115,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fold: lower-case every label (sites that ignore case); keep (default)")
     g.add_argument("--resize", choices=("stretch", "pad"), default="stretch",
                    help="stretch to the input size, or keep the aspect ratio and pad (mixed widths)")
+    g.add_argument("--contrast", choices=("auto", *CONTRASTS), default=DEFAULT_CONTRAST,
+                   help="stretch: each image's grey levels stretched to 0..255 (its 1%% darkest "
+                        "and brightest values), in training and in the exported model alike, for "
+                        "faint ink on light paper; none: the pixels as they are "
+                        f"(default {DEFAULT_CONTRAST})")
     g.add_argument("--resample", default="bilinear",
                    choices=("nearest", "bilinear", "bicubic", "lanczos", "box"))
     g.add_argument("--size", choices=sorted(SIZES), default="base", help="model width preset")
@@ -137,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip", choices=("on", "off"), default=DEFAULT_SKIP,
                    help="a skip around the BiLSTM: the logits also see the conv features "
                         f"(default {DEFAULT_SKIP}; on leaves CTC's blank plateau sooner)")
+    g.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD,
+                   help="sequence model over the frames: lstm = a bidirectional LSTM; conv = "
+                        "residual dilated 1-D convolutions (int8 inference several times faster "
+                        f"on x86 and ARM) (default {DEFAULT_HEAD})")
     g.add_argument("--init-from", type=Path, metavar="RUN_OR_MODEL",
                    help="warm start from an earlier run folder (or its model.keras): same "
                         "geometry, colour and architecture; a new charset replaces the output "
@@ -332,7 +346,7 @@ def prepare(a: argparse.Namespace) -> Any:
         raise D.TrainDataError(f"--convs must be three ints like 1,2,2; got {a.convs!r}") from None
     arch: Dict[str, Any] = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
                             "time_pool": a.time_pool, "convs": convs, "stem": a.stem,
-                            "skip": a.skip == "on"}
+                            "skip": a.skip == "on", "head": a.head}
     init, init_recipe = _read_init_from(a.init_from) if a.init_from is not None else (None, None)
     if init is not None:
         # The warm start fixes the graph: take the earlier run's architecture and recipe.
@@ -343,6 +357,7 @@ def prepare(a: argparse.Namespace) -> Any:
         arch["dropout"] = src.get("dropout", 0.2)
         arch["stem"] = src.get("stem", "pool")
         arch["skip"] = bool(src.get("skip", False))
+        arch["head"] = src.get("head", "lstm")
     lengths = D.parse_length_range(a.synthetic_length)
     charset = D.check_charset(a.charset) if a.charset is not None else None
 
@@ -363,7 +378,8 @@ def prepare(a: argparse.Namespace) -> Any:
         arch["convs"] = tuple(chosen["convs"])
     try:
         recipe = make_recipe(height=height, width=width, resize=a.resize,
-                             resample=a.resample, color=color)
+                             resample=a.resample, color=color,
+                             contrast="none" if a.contrast == "auto" else a.contrast)
         if init_recipe is not None:  # same pixels as the run it starts from
             recipe = make_recipe(**{k: v for k, v in init_recipe.items() if k in recipe})
         cfg_probe = ModelConfig(num_classes=2, height=height, width=width,
