@@ -36,10 +36,14 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "resize": "stretch",  # or "pad": keep aspect ratio, pad right/bottom with background
     "resample": "bilinear",
     "background": 255,  # transparent pixels are composited on white, padding is white
-    # "none": the pixels as they are; "stretch": each image's own grey levels stretched so that
-    # its CONTRAST_CUT darkest and brightest pixels reach 0 and 255 (see :func:`stretch`).
-    "contrast": "none",
 }
+
+#: Keys a recipe may have, with the value that means "absent". A recipe keeps such a key only
+#: when it differs from that value, so recipes that do not use it stay readable by runtimes
+#: older than the key. ``contrast``: "none" (the pixels as they are) or "stretch" (each image's
+#: own levels stretched so that its CONTRAST_CUT darkest and brightest pixels reach 0 and 255,
+#: see :func:`stretch`).
+OPTIONAL_RECIPE: dict[str, Any] = {"contrast": "none"}
 
 #: ``contrast`` values of a recipe.
 CONTRASTS = ("none", "stretch")
@@ -61,9 +65,10 @@ _RESAMPLE = {
 def make_recipe(**overrides: Any) -> dict[str, Any]:
     """Return a checked preprocessing recipe: :data:`DEFAULT_RECIPE` updated with ``overrides``."""
     recipe = dict(DEFAULT_RECIPE)
-    unknown = set(overrides) - set(recipe)
+    unknown = set(overrides) - set(recipe) - set(OPTIONAL_RECIPE)
     if unknown:
-        raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; valid: {sorted(recipe)}")
+        raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; valid: "
+                         f"{sorted([*recipe, *OPTIONAL_RECIPE])}")
     recipe.update(overrides)
     if recipe["resize"] not in ("stretch", "pad"):
         raise ValueError(f"resize must be 'stretch' or 'pad'; got {recipe['resize']!r}")
@@ -71,8 +76,11 @@ def make_recipe(**overrides: Any) -> dict[str, Any]:
         raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}; got {recipe['resample']!r}")
     if recipe["color"] not in ("L", "RGB"):
         raise ValueError(f"color must be 'L' (grayscale) or 'RGB'; got {recipe['color']!r}")
-    if recipe["contrast"] not in CONTRASTS:
+    if recipe.get("contrast", "none") not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}; got {recipe['contrast']!r}")
+    for key, absent in OPTIONAL_RECIPE.items():
+        if recipe.get(key, absent) == absent:
+            recipe.pop(key, None)
     for key in ("height", "width"):
         if not isinstance(recipe[key], int) or recipe[key] < 8:
             raise ValueError(f"{key} must be an int >= 8; got {recipe[key]!r}")

@@ -227,3 +227,33 @@ def test_conv_head_converts_to_an_all_integer_model_without_an_lstm() -> None:
     ops = {d["op_name"] for d in it._get_ops_details()}
     assert "CONV_2D" in ops and not any("LSTM" in op for op in ops)
     assert it.get_input_details()[0]["dtype"] == np.uint8
+
+
+def test_contrast_auto_stretches_faint_styles_only(tmp_path, capsys) -> None:
+    """--contrast auto: faint ink on light paper gets ``contrast: stretch`` in the recipe (and the
+    reason is printed); black on white keeps the pixels as they are, with no key in the recipe,
+    so runtimes older than the key still read the model."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    faint, bold = tmp_path / "faint", tmp_path / "bold"
+    for folder, paper, ink in ((faint, 225, 205), (bold, 250, 20)):
+        folder.mkdir()
+        for i in range(8):
+            a = np.full((40, 120), paper, np.int64) + rng.integers(-3, 4, (40, 120))
+            a[8:32, 10 + 5 * i:100:9] = ink
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(folder / f"ab{i % 2}_{i}.png")
+
+    def prepared(folder, *extra):
+        args = ["--data-dir", str(folder), "--label-pattern", "^([a-z0-9]+)_", "--out",
+                str(tmp_path / "r"), *extra]
+        return cli.prepare(cli.build_parser().parse_args(args))
+
+    p = prepared(faint)
+    assert p.recipe["contrast"] == "stretch" and "input contrast: stretch" in capsys.readouterr().out
+    assert p.train_images.min() == 0 and p.train_images.max() == 255
+    p = prepared(bold)
+    assert "contrast" not in p.recipe and "input contrast: none" in capsys.readouterr().out
+    assert "contrast" not in prepared(faint, "--contrast", "none").recipe
+    assert prepared(bold, "--contrast", "stretch").recipe["contrast"] == "stretch"

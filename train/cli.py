@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .._common import CliParser  # noqa: E402
-from ..preprocess import CONTRASTS  # noqa: E402
+from ..preprocess import CONTRASTS, OPTIONAL_RECIPE  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
 from .model import HEADS, S4_MIN_HEIGHT, SIZES, STEMS, ModelConfig  # noqa: E402
@@ -45,7 +45,7 @@ DEFAULT_CONVS = "1,1,1"
 #: data.AUTO_GRAPHS (ModelConfig's own default "pool" is the old graph).
 DEFAULT_STEM = "s4"
 #: --contrast of new runs (the recipe's own default "none" is what older models do).
-DEFAULT_CONTRAST = "none"
+DEFAULT_CONTRAST = "auto"
 #: Sequence head of new runs (ModelConfig's own default "lstm" is the old graph).
 DEFAULT_HEAD = "lstm"
 #: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--contrast", choices=("auto", *CONTRASTS), default=DEFAULT_CONTRAST,
                    help="stretch: each image's grey levels stretched to 0..255 (its 1%% darkest "
                         "and brightest values), in training and in the exported model alike, for "
-                        "faint ink on light paper; none: the pixels as they are "
-                        f"(default {DEFAULT_CONTRAST})")
+                        "faint ink on light paper; none: the pixels as they are; auto "
+                        "(default): stretch when the median image spans fewer than "
+                        f"{D.CONTRAST_SPAN_MAX} grey levels")
     g.add_argument("--resample", default="bilinear",
                    choices=("nearest", "bilinear", "bicubic", "lanczos", "box"))
     g.add_argument("--size", choices=sorted(SIZES), default="base", help="model width preset")
@@ -275,6 +276,11 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
                                        f"{source}; a warm start keeps the geometry (drop --{key})")
             choice[key] = source
             reasons[key] = "from --init-from"
+        choice["contrast"] = init_recipe.get("contrast", "none")
+        if a.contrast not in ("auto", choice["contrast"]):
+            raise D.TrainDataError(f"--contrast {a.contrast} differs from the --init-from "
+                                   f"model's {choice['contrast']}; a warm start keeps the "
+                                   "preprocessing (drop --contrast)")
         return {**choice, "stem": stem, "convs": None, "reasons": reasons, "stats": {}}
     stats: Dict[str, Any] = {}
     if "auto" in (a.height, a.width):
@@ -311,6 +317,17 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
     else:
         choice["color"] = a.color
         reasons["color"] = f"{a.color}: given"
+    if a.contrast == "auto":
+        if any(s.path is not None for s in real):
+            contrast, why, span = D.choose_contrast(real)
+            stats["level_span"] = span
+        else:
+            contrast, why = "none", "no real images (synthetic only): pixels as they are"
+        choice["contrast"] = contrast
+        reasons["contrast"] = f"{contrast}: {why}"
+    else:
+        choice["contrast"] = a.contrast
+        reasons["contrast"] = f"{a.contrast}: given"
     channels = 3 if choice["color"] == "RGB" else 1
     budget = a.max_minutes * 60
     convs: Optional[Tuple[int, ...]] = None  # None: as given (or the default for a given stem)
@@ -379,9 +396,10 @@ def prepare(a: argparse.Namespace) -> Any:
     try:
         recipe = make_recipe(height=height, width=width, resize=a.resize,
                              resample=a.resample, color=color,
-                             contrast="none" if a.contrast == "auto" else a.contrast)
+                             contrast=chosen["contrast"])
         if init_recipe is not None:  # same pixels as the run it starts from
-            recipe = make_recipe(**{k: v for k, v in init_recipe.items() if k in recipe})
+            recipe = make_recipe(**{k: v for k, v in init_recipe.items()
+                                    if k in recipe or k in OPTIONAL_RECIPE})
         cfg_probe = ModelConfig(num_classes=2, height=height, width=width,
                                 channels=3 if color == "RGB" else 1, **arch)
     except ValueError as exc:
@@ -443,6 +461,7 @@ def prepare(a: argparse.Namespace) -> Any:
                   "salt": a.split_salt},
         # Keys added for any-style training (issue 11); readers treat them as optional.
         "input_choice": {"height": height, "width": width, "color": color,
+                         "contrast": chosen["contrast"],
                          "reasons": chosen["reasons"], **chosen["stats"]},
         "init_from": str(init.weights) if init is not None else None,
     }

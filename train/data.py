@@ -480,6 +480,49 @@ def choose_color(samples: Sequence[Sample]) -> Tuple[str, str, float]:
                  f"{COLOR_INK_SHARE:.0%}): grey loses nothing"), share
 
 
+#: ``--contrast auto`` stretches each image's levels (``contrast: stretch``) when the median
+#: probed image spans fewer grey levels than this between its 1 % darkest and brightest pixels
+#: (faint ink on light paper: 30-50; black-on-white styles, the shared ones included: > 150).
+CONTRAST_SPAN_MAX = 100
+
+
+def level_span(img: Any) -> int:
+    """Grey levels between an image's 1 % darkest and 1 % brightest pixels (the stretch's cut)."""
+    from ..preprocess import CONTRAST_CUT, to_gray
+
+    a = np.asarray(to_gray(img), np.uint8).reshape(-1)
+    cdf = np.cumsum(np.bincount(a, minlength=256))
+    lo = int(np.searchsorted(cdf, CONTRAST_CUT * cdf[-1], side="right"))
+    hi = int(np.searchsorted(cdf, (1.0 - CONTRAST_CUT) * cdf[-1], side="left"))
+    return hi - lo
+
+
+def choose_contrast(samples: Sequence[Sample]) -> Tuple[str, str, float]:
+    """``("stretch" | "none", reason, median level span)`` for the probed real images.
+
+    Rule: stretch when the median image spans fewer than :data:`CONTRAST_SPAN_MAX` grey levels
+    (its ink then differs from the paper by a few dozen levels, and by a different amount in
+    every image); leave the pixels as they are otherwise.
+    """
+    from ..preprocess import load_image
+
+    spans = []
+    for s in _probe(samples, min(PROBE_IMAGES, 200)):
+        try:
+            spans.append(level_span(load_image(s.path)))  # type: ignore[arg-type]
+        except (ImageError, OSError):
+            continue
+    if not spans:
+        return "none", "no real images to look at: pixels as they are", 0.0
+    span = float(np.median(spans))
+    if span < CONTRAST_SPAN_MAX:
+        return "stretch", (f"the median image spans {span:g} grey levels (of {len(spans)}; "
+                           f"stretch below {CONTRAST_SPAN_MAX}): each image stretched to "
+                           "0..255"), span
+    return "none", (f"the median image spans {span:g} grey levels (of {len(spans)}; stretch "
+                    f"below {CONTRAST_SPAN_MAX}): pixels as they are"), span
+
+
 #: Training cost model (docs/train.md): milliseconds of one x86 core per training image (forward,
 #: backward, Adam, augmentation), ~= BASE + PER_KPIX * thousands of input pixels, x RGB for
 #: three channels, x the stem's factor. Fitted to scripts/bench_train_speed.py on the 2-core
