@@ -524,28 +524,43 @@ def choose_contrast(samples: Sequence[Sample]) -> Tuple[str, str, float]:
 
 
 #: Training cost model (docs/train.md): milliseconds of one x86 core per training image (forward,
-#: backward, Adam, augmentation), ~= BASE + PER_KPIX * thousands of input pixels, x RGB for
-#: three channels, x the stem's factor. Fitted to scripts/bench_train_speed.py on the 2-core
-#: dev machine (s4 stem, BiLSTM 128 with the skip, batch 16): 160x32 grey 2.4 ms, 200x50 grey
-#: 2.8, 240x64 grey 3.8, 320x48 RGB 4.9, 408x64 RGB 6.8.
+#: backward, Adam, augmentation) for the BiLSTM head (``--head lstm``), ~= BASE + PER_KPIX *
+#: thousands of input pixels, x RGB for three channels, x the stem's factor. Fitted to
+#: scripts/bench_train_speed.py on the 2-core dev machine (s4 stem, BiLSTM 128 with the skip,
+#: batch 16): 160x32 grey 2.4 ms, 200x50 grey 2.8, 240x64 grey 3.8, 320x48 RGB 4.9, 408x64 RGB 6.8.
 COST_MS_BASE = 1.5
 COST_MS_PER_KPIX = 0.15
 COST_RGB = 1.25
 COST_STEM = {"s4": 1.0, "s2": 1.6, "pool": 2.3}
+#: The same for the conv head (``--head conv``), per graph: ms ~= a + b x kilopixels + c x
+#: width / 100 (the frames the head and the loss see) + d x kilopixels for RGB. Least squares
+#: over 8 inputs from 160x32 grey to 408x64 RGB (Model.fit, batch 16, one thread, quiet machine,
+#: 2026-12-06), within 10 % of every one: s4 1.30 ms at 160x32 grey, 2.36 at 240x64 grey, 5.55
+#: at 408x64 RGB; s2 with convs 1,1,2 2.6, 5.8 and 13.3. The pool stem: s4 x COST_STEM["pool"].
+COST_CONV: Dict[str, Tuple[float, float, float, float]] = {
+    "s4": (0.25, 0.054, 0.53, 0.07),
+    "s2": (0.13, 0.342, 0.24, 0.10),
+}
 #: The auto geometry leaves room for at least this many training images (passes, ~12k steps of
 #: 16) in the time budget on ONE core; more cores only add headroom.
 MIN_BUDGET_IMAGES = 200_000
 
 
-def train_ms_per_image(height: int, width: int, channels: int, stem: str = "s4") -> float:
+def train_ms_per_image(height: int, width: int, channels: int, stem: str = "s4",
+                       head: str = "lstm") -> float:
     """The cost model's milliseconds of one core per training image."""
     kpix = height * width / 1000.0
+    if head == "conv":
+        a, b, c, d = COST_CONV.get(stem, COST_CONV["s4"])
+        ms = a + b * kpix + c * width / 100.0 + (d * kpix if channels == 3 else 0.0)
+        return ms * (COST_STEM["pool"] if stem not in COST_CONV else 1.0)
     return (COST_MS_BASE + COST_MS_PER_KPIX * kpix * (COST_RGB if channels == 3 else 1.0)) \
         * COST_STEM.get(stem, COST_STEM["pool"])
 
 
 #: ``--stem auto``: the graphs to choose from, finest first, as (stem, conv layers per block,
-#: cost per training image against s4 with one conv a block). The first whose cost fits
+#: cost per training image against s4 with one conv a block, for the BiLSTM head; the conv
+#: head's cost model has a fit of its own per graph). The first whose cost fits
 #: :data:`MIN_BUDGET_IMAGES` in the budget is taken. s2 keeps twice s4's resolution in blocks 2
 #: and 3 (fine strokes: dotted digits), and the second conv of block 3 doubles the receptive
 #: field a frame sees (21 -> 37 pixels), which s2 alone lacked to leave CTC's blank plateau on
@@ -557,8 +572,16 @@ AUTO_GRAPHS: Tuple[Tuple[str, Tuple[int, int, int], float], ...] = (
 )
 
 
+def graph_ms_per_image(height: int, width: int, channels: int, stem: str, factor: float,
+                       head: str) -> float:
+    """Cost of one of :data:`AUTO_GRAPHS` (``factor``: its cost against s4, for the LSTM)."""
+    if head == "conv":
+        return train_ms_per_image(height, width, channels, stem, head)
+    return train_ms_per_image(height, width, channels, "s4") * factor
+
+
 def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
-                 min_height: int) -> Tuple[str, Tuple[int, int, int], str]:
+                 min_height: int, head: str = "lstm") -> Tuple[str, Tuple[int, int, int], str]:
     """``(stem, convs, reason)`` for ``--stem auto``: the first of :data:`AUTO_GRAPHS` with room
     for :data:`MIN_BUDGET_IMAGES` training images in ``budget_seconds`` of one core; with no
     budget the finest; below ``min_height`` (what s4 needs) the s2 graph."""
@@ -568,7 +591,7 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
     if budget_seconds <= 0:
         return fine[0], fine[1], f"{fine[0]}: no time budget"
     for stem, convs, factor in AUTO_GRAPHS:
-        ms = train_ms_per_image(height, width, channels, "s4") * factor
+        ms = graph_ms_per_image(height, width, channels, stem, factor, head)
         n = budget_seconds * 1000.0 / ms
         if n >= MIN_BUDGET_IMAGES or (stem, convs, factor) == cheap:
             why = (f"{stem}, convs {','.join(map(str, convs))}: ~{n / 1000:.0f}k training images "
@@ -581,7 +604,7 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
 
 
 def fit_budget(height: int, width: int, channels: int, stem: str, budget_seconds: float,
-               min_width: int, time_pool: int = 8) -> Tuple[int, int, str]:
+               min_width: int, time_pool: int = 8, head: str = "lstm") -> Tuple[int, int, str]:
     """Shrink ``height x width`` (both by 10 % a step, the height to 32 at the least and the width
     to ``min_width``) until the cost model fits :data:`MIN_BUDGET_IMAGES` training images in
     ``budget_seconds`` of one core. ``(height, width, reason)``; no budget: unchanged, "".
@@ -590,14 +613,14 @@ def fit_budget(height: int, width: int, channels: int, stem: str, budget_seconds
         return height, width, ""
 
     def images(h: int, w: int) -> float:
-        return budget_seconds * 1000.0 / train_ms_per_image(h, w, channels, stem)
+        return budget_seconds * 1000.0 / train_ms_per_image(h, w, channels, stem, head)
 
     h, w = height, width
     lo_h = min(AUTO_HEIGHT[0], height)
     while images(h, w) < MIN_BUDGET_IMAGES and (h > lo_h or w > min_width):
         h = max(lo_h, int(round(h * 0.9)))
         w = max(min_width, int(round(w * 0.9 / time_pool)) * time_pool)
-    ms = train_ms_per_image(h, w, channels, stem)
+    ms = train_ms_per_image(h, w, channels, stem, head)
     why = (f"cost model ~{ms:.1f} ms per training image on one core, ~{images(h, w) / 1000:.0f}k "
            f"images in the {budget_seconds / 60:g}-min budget")
     if (h, w) != (height, width):
