@@ -8,9 +8,9 @@ that becomes int8 rounded to its int8 grid in the forward pass, and the gradient
 straight through to a float copy (the straight-through estimator of QAT, as in Jacob et al.
 2018, for the weights only):
 
-- Conv2D kernels: per output channel, symmetric, ``max |w| / 127`` (as the converter does; a
-  BatchNorm after the conv scales each output channel by a constant, which commutes with this
-  rounding, so rounding the raw kernel is rounding the folded one);
+- Conv2D (and the conv head's Conv1D) kernels: per output channel, symmetric, ``max |w| / 127``
+  (as the converter does; a BatchNorm after the conv scales each output channel by a constant,
+  which commutes with this rounding, so rounding the raw kernel is rounding the folded one);
 - Dense kernels: per tensor (the converter's FULLY_CONNECTED weights);
 - LSTM kernels and recurrent kernels: per gate (the fused op keeps one int8 tensor per gate).
 
@@ -41,7 +41,7 @@ LEARNING_RATE = 1e-4
 def _groups(layer: Any) -> List[Tuple[Any, str]]:
     """(variable, how it is rounded) for the weights of ``layer`` that become int8."""
     kind = layer.__class__.__name__
-    if kind == "Conv2D":
+    if kind in ("Conv2D", "Conv1D"):  # Conv1D: the conv head's (k, in, out) kernels
         return [(layer.kernel, "channel")]
     if kind == "Dense":
         return [(layer.kernel, "tensor")]

@@ -28,6 +28,7 @@ def test_new_runs_default_to_the_budget_chosen_graph_and_the_skip() -> None:
     a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
     assert a.stem == "auto" and a.convs == "auto" and a.skip == "on" and a.epochs == "auto"
     assert cli.DEFAULT_STEM == "s4" and a.warmup_epochs is None
+    assert a.head == "conv" and a.contrast == "auto"
     assert [g[:2] for g in D.AUTO_GRAPHS] == [("s2", (1, 1, 2)), ("s4", (1, 1, 1))]
 
 
@@ -67,6 +68,21 @@ def test_cost_model_grows_with_pixels_colour_and_stem() -> None:
     ms = D.train_ms_per_image
     assert ms(64, 240, 1) < ms(64, 408, 1) < ms(64, 408, 3)
     assert ms(64, 240, 1, "s4") < ms(64, 240, 1, "s2") < ms(64, 240, 1, "pool")
+
+
+def test_conv_head_cost_model_is_cheaper_and_keeps_the_order() -> None:
+    ms = D.train_ms_per_image
+    for h, w, c in ((32, 160, 1), (64, 240, 1), (64, 408, 3)):
+        assert ms(h, w, c, "s4", "conv") < ms(h, w, c, "s4", "lstm")
+        assert ms(h, w, c, "s4", "conv") < min(ms(h, w, c, "s2", "conv"), ms(h, w, c, "pool", "conv"))
+    assert ms(64, 240, 1, "s4", "conv") < ms(64, 408, 1, "s4", "conv") < ms(64, 408, 3, "s4", "conv")
+    # measured 2.36 ms (s4) and 5.8 ms (s2, convs 1,1,2) at 240x64 grey
+    assert 2.0 < ms(64, 240, 1, "s4", "conv") < 2.7 and 5.0 < ms(64, 240, 1, "s2", "conv") < 6.6
+    # the 8-minute budget keeps 240x64 for the conv head, where the LSTM had to shrink it
+    assert D.fit_budget(64, 240, 1, "s4", 8 * 60, 240, head="conv")[:2] == (64, 240)
+    assert D.fit_budget(64, 240, 1, "s4", 8 * 60, 240)[0] < 64
+    assert D.choose_graph(64, 240, 1, 30 * 60, 32, "conv")[0] == "s2"
+    assert D.choose_graph(64, 408, 3, 30 * 60, 32, "conv")[0] == "s4"
 
 
 def test_choose_graph_takes_the_finest_the_budget_has_room_for() -> None:
