@@ -196,9 +196,10 @@ def describe(run: Path, style: str, config: str, options: str, tr: Dict[str, Any
     entry["cpu_seconds_per_epoch"] = round((m.get("train_cpu_seconds") or 0) / epochs, 1)
     if a.export:
         # issue 23's goal: the ladder tries the other integer routes past a 0.5 pp drop (the
-        # entry records the route; exit 1 = none held, the best file is still scored)
+        # entry records the route; exit 1 = none held, the best file is still scored). --force:
+        # a --record of a run exported before converts it again instead of stopping at exit 2.
         ex = _run([*nice, sys.executable, "-m", "captcha_edge.export.cli", str(run), "--int8",
-                   "--max-drop", "0.5", "-q"], run.parent / f"{run.name}.export.log")
+                   "--max-drop", "0.5", "--force", "-q"], run.parent / f"{run.name}.export.log")
         entry["export"] = {k: ex[k] for k in ("exit_code", "wall_seconds", "cpu_seconds")}
         rep = run / "export_report.json"
         if rep.is_file():
