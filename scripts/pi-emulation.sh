@@ -333,10 +333,11 @@ bitexact_rc=0
 "$X86_VENV/bin/python" "$REPO/tests/pi/compare_outputs.py" "$OUT/x86_64.npz" "$OUT/aarch64.npz" \
   ${CAPTCHA_EDGE_PI_REQUIRE_BITEXACT:+--require-identical} > "$OUT/bitexact.txt" || bitexact_rc=$?
 cat "$OUT/bitexact.txt"
-# Every integer route's file (tests/data/routes/), dumped on the Pi by guest.sh: same texts here.
+# Every integer route's file (tests/data/routes/) and the default graph's (tests/data/graphs/: the
+# conv head with the contrast stretch), dumped on the Pi by guest.sh: same texts here.
 routes_rc=0
 ROUTES_LINE=""
-for f in "$REPO"/tests/data/routes/*_int8.tflite; do
+for f in "$REPO"/tests/data/routes/*_int8.tflite "$REPO"/tests/data/graphs/*_int8.tflite; do
   name="$(basename "${f%_int8.tflite}")"
   "$X86_VENV/bin/python" "$REPO/tests/pi/dump_outputs.py" --model "$f" --images "$DATA" \
     --n "$N_IMAGES" --out "$OUT/route-${name}_x86_64.npz"
@@ -377,6 +378,6 @@ fi
 echo "  total time:     $(( $(date +%s) - T0 )) s"
 (( bitexact_rc == 0 )) || die "decoded texts (or, with CAPTCHA_EDGE_PI_REQUIRE_BITEXACT=1, raw int8 outputs) differ between the emulated Pi and x86"
 (( evalcmp_rc == 0 )) || die "captcha-edge eval counts differ between the emulated Pi and x86"
-(( routes_rc == 0 )) || die "an integer route's file decodes differently on the emulated Pi and x86 (tests/data/routes)"
+(( routes_rc == 0 )) || die "an integer route's or graph's file decodes differently on the emulated Pi and x86 (tests/data/routes, tests/data/graphs)"
 if [[ -s "$OUT/failures" ]]; then die "$(tr '\n' ';' < "$OUT/failures")"; fi
 echo "PI EMULATION PASSED"

@@ -33,3 +33,17 @@ def test_route_file_is_integer_and_names_its_route(name):
     assert np.allclose(probs.sum(-1), 1, atol=0.05)  # a softmax per frame, dequantized
     texts = rec.predict_batch(IMAGES[:4])
     assert len(texts) == 4 and all(set(t) <= set(meta["charset"]) for t in texts)
+
+
+def test_the_default_graph_fixture_is_the_conv_head_with_the_stretch():
+    """tests/data/graphs/conv-head_int8.tflite (scripts/make_graph_fixture.py): the emulated Pi
+    runs it beside the route files, so it must be the graph and recipe new runs get."""
+    path = Path(__file__).resolve().parent / "data" / "graphs" / "conv-head_int8.tflite"
+    meta = metadata.read(path)
+    assert meta["format"] == "int8" and meta["input_dtype"] == "uint8"
+    assert meta["preprocess"]["contrast"] == "stretch"
+    rec = Recognizer(path)
+    ops = {d["op_name"] for d in rec._interpreter()._get_ops_details()}
+    assert "CONV_2D" in ops and not any("LSTM" in op for op in ops)
+    texts = rec.predict_batch(IMAGES[:4])
+    assert len(texts) == 4 and all(set(t) <= set(meta["charset"]) for t in texts)

@@ -150,9 +150,9 @@ summary "eval:" "$EVAL_LINE"
 step "raw int8 outputs of $N_IMAGES images (for the x86 comparison)"
 python tests/pi/dump_outputs.py --model "$MODEL" --images "$DATA" --n "$N_IMAGES" --out "$OUT/aarch64.npz"
 
-step "each integer route's file (tests/data/routes/: the fixture run exported by each route)"
+step "each integer route's file (tests/data/routes/: the fixture run exported by each route) and the default graph's (tests/data/graphs/: conv head, contrast stretch)"
 ROUTE_NAMES=()
-for f in tests/data/routes/*_int8.tflite; do
+for f in tests/data/routes/*_int8.tflite tests/data/graphs/*_int8.tflite; do
   name="$(basename "${f%_int8.tflite}")"
   python tests/pi/dump_outputs.py --model "$f" --images "$DATA" --n "$N_IMAGES" \
     --out "$OUT/route-${name}_aarch64.npz"
