@@ -357,6 +357,34 @@ def _panel_30min(src: Sources) -> str:
                  rows)
 
 
+#: The --head A/B of issue 22 (8 CPU-minutes a run, one thread, the rest the defaults).
+HEAD_AB_STYLES = ("scratch-grey", "faint-grey", "mixed-case", "wide-color")
+
+
+@region("head-ab", "styles.json", block=True)
+def _head_ab(src: Sources) -> str:
+    def cell(e: dict[str, Any] | None, strong: bool) -> str:
+        if e is None:
+            return "-"
+        acc, _ = _panel_acc(e)
+        return (bold(pct(acc), strong) + f" ({e['epochs_run']} epochs, "
+                f"{fix(float(e['cpu_seconds_per_epoch']), 1)} CPU-s each; frame agreement "
+                f"{pct2(e['int8']['frame_agreement'])})")
+    rows = []
+    for style in HEAD_AB_STYLES:
+        lstm, conv = _entry(src, style, "ab-lstm-8min"), _entry(src, style, "ab-conv-8min")
+        if lstm is None and conv is None:
+            continue
+        e = conv or lstm
+        assert e is not None
+        a_l = _panel_acc(lstm)[0] if lstm else -1.0
+        a_c = _panel_acc(conv)[0] if conv else -1.0
+        rows.append([style, f"{e['geometry']} {'grey' if e['color'] == 'L' else e['color']}",
+                     cell(lstm, a_l > a_c), cell(conv, a_c >= a_l)])
+    return table(["style", "input", "BiLSTM head (`--head lstm`)", "conv head (default)"],
+                 ["---", "---", "---:", "---:"], rows)
+
+
 #: The --stem A/B of issue 22 (6 CPU-minutes a run): two styles in stem_ab.json (run by hand,
 #: with the s2-alone and pool arms), three by bench_styles.py in styles.json.
 STEM_AB_STYLES = ("dotted-digits", "scratch-grey", "mixed-case", "v2", "digits-color")

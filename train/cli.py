@@ -47,10 +47,10 @@ DEFAULT_STEM = "s4"
 #: --contrast of new runs (the recipe's own default "none" is what older models do).
 DEFAULT_CONTRAST = "auto"
 #: Sequence head of new runs (ModelConfig's own default "lstm" is the old graph). The conv head
-#: read more than the BiLSTM on all four panel styles tried at 8 CPU-minutes (scratch-grey 31.3
-#: against 23.5 %, faint-grey 81.3 / 79.1, mixed-case 82.3 / 81.1, wide-color 91.6 / 82.7;
-#: styles.json configs ab-conv-8min / ab-lstm-8min), trains 1.2-2.2x as many images per
-#: CPU-second, and its int8 file invokes ~10x faster.
+#: read more than the BiLSTM on all four panel styles tried at 8 CPU-minutes (int8 on 1000 unseen
+#: images: scratch-grey 32.3 against 26.2 %, faint-grey 79.6 / 79.1, mixed-case 81.6 / 81.2,
+#: wide-color 91.2 / 81.5; styles.json configs ab-conv-8min / ab-lstm-8min), trains 1.2-2.2x as
+#: many images per CPU-second, and its int8 file invokes ~10x faster.
 DEFAULT_HEAD = "conv"
 #: Skip around the BiLSTM for new runs (ModelConfig's own default False is the old graph).
 DEFAULT_SKIP = "on"
