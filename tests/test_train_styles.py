@@ -293,7 +293,7 @@ def test_init_from_with_a_new_charset(tmp_path):
     new = build_inference_model(p.model_config, keras)
     summary = warm_start(new, p.init_from, p.charset, keras)
     assert "logits: 2 new of 4 symbols" in summary
-    for name in ("conv1", "conv2b", "bn3", "proj", "bilstm"):
+    for name in ("conv1", "conv2b", "bn3", "proj", "ctx1", "ctx_bn3"):  # the conv head (default)
         for a, b in zip(old.get_layer(name).get_weights(), new.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
     k_old, b_old = old.get_layer("logits").get_weights()
