@@ -352,7 +352,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"charset      {rec.charset!r} ({len(rec.charset)} symbols + blank)",
         f"input        {info['input']['shape']} {info['input']['dtype']} "
         f"quant={info['input']['quantization']}  ({h}x{w}, {rec.recipe['resize']}, "
-        f"{rec.recipe['resample']})",
+        f"{rec.recipe['resample']}"
+        f"{', contrast ' + rec.recipe['contrast'] if 'contrast' in rec.recipe else ''})",
         f"output       {info['output']['shape']} {info['output']['dtype']} "
         f"quant={info['output']['quantization']}",
         f"lengths      {'%d-%d characters (length prior; --no-length-prior ignores it)' % tuple(meta['label_lengths']) if meta.get('label_lengths') else 'not recorded (no length prior)'}",

@@ -308,6 +308,10 @@ def test_info(rec: Recognizer) -> None:
     assert info["ops"] and all(isinstance(v, int) and v > 0 for v in info["ops"].values())
     text = cli("info", "-m", str(INT8)).stdout.decode()
     assert "ai-edge-litert" in text and rec.charset in text and "CONV_2D" in text
+    assert "contrast" not in text  # a model that does not stretch says nothing of it
+    graph = Path(__file__).resolve().parent / "data" / "graphs" / "conv-head_int8.tflite"
+    text = cli("info", "-m", str(graph)).stdout.decode()
+    assert "contrast stretch" in text and "LSTM" not in text
 
 
 def test_default_model_used_when_no_model_given() -> None:
