@@ -273,3 +273,29 @@ def test_contrast_auto_stretches_faint_styles_only(tmp_path, capsys) -> None:
     assert "contrast" not in p.recipe and "input contrast: none" in capsys.readouterr().out
     assert "contrast" not in prepared(faint, "--contrast", "none").recipe
     assert prepared(bold, "--contrast", "stretch").recipe["contrast"] == "stretch"
+
+
+def test_patience_stops_only_in_the_last_quarter_of_the_schedule(monkeypatch, tmp_path) -> None:
+    """--patience: a run whose validation stopped improving is stopped only once the schedule is
+    PATIENCE_FROM through (its learning rate decayed); before that it goes on."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from captcha_edge.train import fit
+
+    flat = {"val_loss": 1.0, "val_seq_acc": 0.5, "val_cer": 0.1}
+    monkeypatch.setattr(fit, "evaluate", lambda *a, **k: (dict(flat), []))
+    model = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=np.float32(1e-3)),
+                            get_weights=lambda: [])
+    p = SimpleNamespace(val_images=None, val_labels=[], charset="ab")
+    o = fit.Options(out=tmp_path, patience=2, augment=None)
+    t = fit._Tracker(p, o, model, np.zeros(1), {})  # type: ignore[arg-type]
+    monkeypatch.setattr(t, "save_weights", lambda which: None)
+    monkeypatch.setattr(t, "save_checkpoint", lambda **k: None)
+    now = {"p": 0.1}
+    t.progress = lambda: now["p"]
+    assert not t.on_epoch_end(0, {"loss": 1.0})  # the best so far
+    assert not t.on_epoch_end(1, {"loss": 1.0}) and not t.on_epoch_end(2, {"loss": 1.0})
+    assert t.since_best == 2 and not t.stop_reason  # patience spent, but early in the schedule
+    now["p"] = fit.PATIENCE_FROM
+    assert t.on_epoch_end(3, {"loss": 1.0}) and t.stop_reason.startswith("early stop")

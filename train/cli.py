@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear warm-up before the cosine decay, in epochs (default: "
                         f"{WARMUP_STEPS} optimizer steps, whatever the data set's size)")
     g.add_argument("--patience", type=int, default=15,
-                   help="stop after this many epochs without a better validation score; 0 = never")
+                   help="stop after this many epochs without a better validation score, once "
+                        "3/4 of the schedule has run (the learning rate has decayed); 0 = never")
     g.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                    help="time budget: the learning-rate decay is paced to end when it is spent, "
                         "and the run stops there with the best model "
