@@ -311,28 +311,21 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
     else:
         choice["height"], choice["width"] = a.height, a.width
         reasons["geometry"] = f"{a.width}x{a.height}: given"
-    if a.color == "auto":
-        if any(s.path is not None for s in real):
-            color, why, share = D.choose_color(real)
-            stats["colored_ink_share"] = round(share, 4)
+    # colour and contrast: measured on the probed real images unless given
+    choosers = (("color", a.color, D.choose_color, "colored_ink_share",
+                 ("L", "no real images (synthetic only): grey")),
+                ("contrast", a.contrast, D.choose_contrast, "level_span",
+                 ("none", "no real images (synthetic only): pixels as they are")))
+    for key, given, chooser, stat, synthetic in choosers:
+        if given != "auto":
+            value, why = given, "given"
+        elif any(s.path is not None for s in real):
+            value, why, measured = chooser(real)
+            stats[stat] = round(measured, 4)
         else:
-            color, why = "L", "no real images (synthetic only): grey"
-        choice["color"] = color
-        reasons["color"] = f"{color}: {why}"
-    else:
-        choice["color"] = a.color
-        reasons["color"] = f"{a.color}: given"
-    if a.contrast == "auto":
-        if any(s.path is not None for s in real):
-            contrast, why, span = D.choose_contrast(real)
-            stats["level_span"] = span
-        else:
-            contrast, why = "none", "no real images (synthetic only): pixels as they are"
-        choice["contrast"] = contrast
-        reasons["contrast"] = f"{contrast}: {why}"
-    else:
-        choice["contrast"] = a.contrast
-        reasons["contrast"] = f"{a.contrast}: given"
+            value, why = synthetic
+        choice[key] = value
+        reasons[key] = f"{value}: {why}"
     channels = 3 if choice["color"] == "RGB" else 1
     budget = a.max_minutes * 60
     convs: Optional[Tuple[int, ...]] = None  # None: as given (or the default for a given stem)
