@@ -68,7 +68,10 @@ def train_until(style: str, seed: int, low: float, high: float, max_epochs: int,
     RUNS.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run, ignore_errors=True)
     with (RUNS / f"{run.name}.train.log").open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # SIGINT back to its default in the child: a shell starts background jobs with it
+        # ignored, and a Python started so never raises KeyboardInterrupt (Ctrl-C's path)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         seen = 0
         while proc.poll() is None:
             time.sleep(5)
@@ -95,8 +98,10 @@ def export_plain(run: Path) -> Dict[str, Any]:
 
 def entry(style: str, seed: int, hist: List[float], report: Dict[str, Any]) -> Dict[str, Any]:
     i8 = next(r for r in report["results"] if r["format"] == "int8")
-    worst: Optional[Dict[str, Any]] = next(iter(report.get("int8_diagnosis", {})
-                                                .get("plain", {}).get("worst", [])), None)
+    # a named route's diagnosis is filed as "chosen" (with --int8-route plain: the plain file)
+    diag = report.get("int8_diagnosis", {})
+    worst: Optional[Dict[str, Any]] = next(iter((diag.get("plain") or diag.get("chosen")
+                                                 or {}).get("worst", [])), None)
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "style": style, "seed": seed, "recipe": " ".join(EARLIER), "epochs_run": len(hist),
@@ -106,6 +111,7 @@ def entry(style: str, seed: int, hist: List[float], report: Dict[str, Any]) -> D
         "frame_agreement": i8["verification"]["agreement"],
         "worst_layer": None if worst is None else {
             "op": worst["op"], "tensor": worst["tensor"].split(";")[0],
+            "rel_error_pct": round(100 * worst["rel_error"], 2),
             "seq_gain_pp": round(worst["gain_pp"], 2),
             "agreement_gain_pp": round(worst["agreement_gain_pp"], 2)},
     }
