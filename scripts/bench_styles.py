@@ -279,14 +279,15 @@ def plot(entries: List[Dict[str, Any]], config: str, path: Path,
               file=sys.stderr)
         return 2
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
-    for style, e in sorted(newest.items()):
+    colours = plt.get_cmap("tab20").colors  # 11 styles: the default cycle repeats after 10
+    for i, (style, e) in enumerate(sorted(newest.items())):
         xs = [0.0] + [c / 60 for c, _ in e["curve_cpu_s_val_acc"]]
         ys = [0.0] + [100 * v for _, v in e["curve_cpu_s_val_acc"]]
         test = (e.get("int8_test") or {}).get("seq_acc")
         held = (e.get("int8") or {}).get("seq_acc")
         label = style + (f" (int8 unseen {100 * test:.1f} %)" if test is not None else
                          f" (int8 held-out {100 * held:.1f} %)" if held is not None else "")
-        ax.plot(xs, ys, marker=".", label=label)
+        ax.plot(xs, ys, marker=".", label=label, color=colours[(2 * i) % 20 + (2 * i) // 20])
     ax.axhline(95, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("training CPU-minutes (one core)")
     ax.set_ylabel("validation sequence accuracy %")

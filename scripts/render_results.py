@@ -308,16 +308,14 @@ def _panel_compare(src: Sources) -> str:
                  ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
 
 
-#: The whole panel at the CLI's own 30-minute budget (one thread), with the defaults of now
-#: (--stem auto): the configs that ran them, per style, in styles.json. wide-color's 408x64 RGB
-#: input stays s4 under --stem auto, so its defaults-30min-cpu run is the default of now; the
-#: s2 runs of dotted-digits and scratch-grey were made (as s2-c112-30min-cpu) before the switch.
-PANEL_30 = {"scratch-grey": "s2-c112-30min-cpu", "dotted-digits": "s2-c112-30min-cpu",
-            "wide-color": "defaults-30min-cpu"}
-#: What each style read before (the issue's earlier-default figures are not ours): the s4
-#: default's 30-minute runs of the synthetic styles, the pre-issue-22 defaults' of shared ones.
-PANEL_30_BEFORE = {"scratch-grey": "defaults-30min-cpu", "dotted-digits": "defaults-30min-cpu",
-                   "digits-color": "defaults-30min-cpu", "swust": "defaults-30min-cpu"}
+#: The whole panel at the CLI's own 30-minute budget (one thread), with the defaults of now (the
+#: conv head, --contrast auto, --stem auto): config conv-30min-cpu in styles.json.
+PANEL_30_CONFIG = "conv-30min-cpu"
+#: What each style read before, at the same budget: the defaults with the BiLSTM head (the runs
+#: of the table this one replaced: s2 runs of dotted-digits and scratch-grey were recorded as
+#: s2-c112-30min-cpu, wide-color's s4 run as defaults-30min-cpu, the others as auto-30min-cpu).
+PANEL_30_BEFORE = {"scratch-grey": "s2-c112-30min-cpu", "dotted-digits": "s2-c112-30min-cpu",
+                   "wide-color": "defaults-30min-cpu"}
 
 
 def _graph(e: dict[str, Any]) -> str:
@@ -334,12 +332,12 @@ PANEL_30_STYLES = PANEL_STYLES[:6] + ("faint-grey",) + PANEL_STYLES[6:]
 def _panel_30min(src: Sources) -> str:
     rows = []
     for style in PANEL_30_STYLES:
-        e = _entry(src, style, PANEL_30.get(style, "auto-30min-cpu"))
+        e = _entry(src, style, PANEL_30_CONFIG)
         if e is None:
             rows.append([style] + ["not run"] + ["-"] * 8)
             continue
         acc, where = _panel_acc(e)
-        before = _entry(src, style, PANEL_30_BEFORE[style]) if style in PANEL_30_BEFORE else None
+        before = _entry(src, style, PANEL_30_BEFORE.get(style, "auto-30min-cpu"))
         minutes = re.search(r"--max-minutes ([0-9.]+)", str(e.get("options", "")))
         budget = 60.0 * (float(minutes.group(1)) if minutes else 30.0)
         hit = [c for c, a in e.get("curve_cpu_s_val_acc") or [] if a > 0]
@@ -352,7 +350,7 @@ def _panel_30min(src: Sources) -> str:
             str(e.get("int8_route") or "-"),
             pct(_panel_acc(before)[0]) if before else "-"])
     return table(["style", "input", "graph", "epochs", "CPU-s/epoch", "val > 0 at CPU-s",
-                  "int8", "frame agreement", "int8 route", "before (30 min)"],
+                  "int8", "frame agreement", "int8 route", "BiLSTM head (30 min)"],
                  ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---:"],
                  rows)
 
@@ -437,24 +435,34 @@ def _stem_ab(src: Sources) -> str:
 
 @region("train-speed-ratio", "train_speed.json")
 def _train_speed_ratio(src: Sources) -> str:
-    return f"{fix(src.json('train_speed.json')[-1]['ratio_to_old-defaults']['new-defaults'], 2)}x"
+    r = src.json("train_speed.json")[-1]["ratio_to_old-defaults"]
+    return f"{fix(r.get('s4-conv', r['new-defaults']), 2)}x"
+
+
+#: bench_train_speed.py's configs, as the train-speed sentence names them.
+TRAIN_SPEED_NAMES = (
+    ("stem-s2", "`s2`"),
+    ("new-defaults", "`s4` + skip, BiLSTM head"),
+    ("auto-s2-c112", "`s2` + convs 1,1,2 + skip, BiLSTM head"),
+    ("s4-conv", "`s4` + skip, conv head (the auto graph when the budget is short)"),
+    ("auto-s2-c112-conv", "`s2` + convs 1,1,2 + skip, conv head (the auto graph where 200k "
+                          "images fit)"),
+)
 
 
 @region("train-speed", "train_speed.json")
 def _train_speed(src: Sources) -> str:
     e = src.json("train_speed.json")[-1]
     m, r = e["median_img_per_cpu_s"], e["ratio_to_old-defaults"]
-    text = (f"old graph {fix(m['old-defaults'], 1)} images per CPU-second, `s2` "
-            f"{fix(m['stem-s2'], 1)} ({fix(r['stem-s2'], 2)}x), `s4` + skip (the auto graph "
-            "when the budget is short) "
-            f"{fix(m['new-defaults'], 1)} (**{fix(r['new-defaults'], 2)}x**)")
-    if "auto-s2-c112" in m:
-        text += (f", `s2` + convs 1,1,2 + skip (the auto graph where 200k images fit) "
-                 f"{fix(m['auto-s2-c112'], 1)} ({fix(r['auto-s2-c112'], 2)}x); measured "
-                 f"{e['date_utc'][:10]} at a load average of {fix(e['load_avg_1min'], 1)} on 2 "
-                 "cores (two trainings beside it: absolute rates lower than on a quiet machine, "
-                 "ratios from the same run)")
-    return text
+    parts = [f"old graph {fix(m['old-defaults'], 1)} images per CPU-second"]
+    for key, name in TRAIN_SPEED_NAMES:
+        if key in m:
+            ratio = f"{fix(r[key], 2)}x"
+            parts.append(f"{name} {fix(m[key], 1)} ("
+                         + (f"**{ratio}**" if key == "s4-conv" else ratio) + ")")
+    return (", ".join(parts) + f"; measured {e['date_utc'][:10]} at a load average of "
+            f"{fix(e['load_avg_1min'], 1)} on 2 cores, Model.fit as captcha-train runs it, "
+            "ratios from the same run")
 
 
 @region("warmstart-table", "warmstart.json", block=True)
