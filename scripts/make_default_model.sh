@@ -36,10 +36,11 @@ if [ -n "$DATA_DIR" ]; then
 else
     data=(--synthetic "$N" --synthetic-seed "$SEED")
 fi
-# --stem pool --skip off --augment-from 0.5: the graph and augmentation gate the bundled model's
-# recipe had (the CLI defaults changed in issue 22).
+# --stem pool --skip off --augment-from 0.5 --head lstm --contrast none: the graph, head,
+# preprocessing and augmentation gate the bundled model's recipe had (the CLI defaults changed
+# in issue 22: the conv head and --contrast auto came after the bundled model was made).
 captcha-train "${data[@]}" --seed "$SEED" --size "$SIZE" --epochs "$EPOCHS" --stem pool --skip off \
-    --augment-from 0.5 \
+    --augment-from 0.5 --head lstm --contrast none \
     --max-minutes "$MAX_MINUTES" --out "$RUN" --overwrite
 # float32 too: the bundled float32 twin (the Pi proof's int8/float32 ratio), and dynamic: the
 # twin `captcha-edge serve` answers with on x86, where XNNPACK runs it fastest. (The current
