@@ -21,6 +21,7 @@ OUT = ROOT / "tests" / "data" / "graphs" / "conv-head_int8.tflite"
 
 
 def main() -> int:
+    from captcha_edge._common import atomic_write_with
     from captcha_edge.export.cli import main as export
     from captcha_edge.train.cli import main as train
 
@@ -37,10 +38,7 @@ def main() -> int:
         if code != 0:
             print(f"make_graph_fixture: exit {code}", file=sys.stderr)
             return code
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dest = OUT.with_suffix(".tmp")
-        shutil.copyfile(run / "model_int8.tflite", tmp_dest)
-        tmp_dest.replace(OUT)
+        atomic_write_with(OUT, lambda t: shutil.copyfile(run / "model_int8.tflite", t))
     print(f"{OUT.relative_to(ROOT)}: {OUT.stat().st_size} bytes")
     return 0
 

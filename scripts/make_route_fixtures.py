@@ -22,6 +22,7 @@ OUT = ROOT / "tests" / "data" / "routes"
 
 
 def main(argv: "list[str] | None" = None) -> int:
+    from captcha_edge._common import atomic_write_with
     from captcha_edge.export import routes
     from captcha_edge.export.cli import main as export
 
@@ -41,9 +42,7 @@ def main(argv: "list[str] | None" = None) -> int:
                 print(f"route {name}: captcha-export exited {code}", file=sys.stderr)
                 return code
             dest = OUT / f"{name}_int8.tflite"
-            tmp_dest = dest.with_suffix(".tmp")
-            shutil.copyfile(work / "model_int8.tflite", tmp_dest)
-            tmp_dest.replace(dest)
+            atomic_write_with(dest, lambda t: shutil.copyfile(work / "model_int8.tflite", t))
             print(f"{dest.relative_to(ROOT)}: {dest.stat().st_size} bytes")
     return 0
 
