@@ -56,7 +56,8 @@ def bench(run: Path, n: int) -> Dict[str, Any]:
         return {k: {q: round(v[q], 4) for q in ("p50", "p95")} for k, v in r["stages_ms"].items()}
 
     return {
-        "run": run.name, "images": res["images"], "n": n,
+        # no absolute path of this machine in the committed results
+        "run": run.name, "images": res["images"].replace(f"{ROOT}/", ""), "n": n,
         "input": meta["input_shape"], "frames": meta["time_steps"],
         "head": cfg.get("head", "lstm"), "stem": cfg.get("stem", "pool"),
         "size_bytes": mine["size"], "stages_ms": stages(mine),
