@@ -386,17 +386,28 @@ def to_array(src: ImageSource, recipe: Mapping[str, Any] = DEFAULT_RECIPE) -> np
     """
     fast = _spng_array(src)
     if fast is not None and fast.shape == _shape(recipe):
-        # a grey (RGB) PNG of the model's size: the model input as it is
-        return stretch(fast) if recipe.get("contrast", "none") == "stretch" else fast
-    img = _decode(src) if fast is None else Image.fromarray(fast)
-    name = _name(src)
-    try:
-        out = _apply(img, recipe, name)
-        return stretch(out) if recipe.get("contrast", "none") == "stretch" else out
-    except ImageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- e.g. a lazily decoded PIL image that is corrupt
-        raise _fail(name, f"cannot convert this {img.mode} image", exc) from None
+        out = fast  # a grey (RGB) PNG of the model's size: the model input as it is
+    else:
+        img = _decode(src) if fast is None else Image.fromarray(fast)
+        name = _name(src)
+        try:
+            out = _apply(img, recipe, name)
+        except ImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- e.g. a lazily decoded PIL image, corrupt
+            raise _fail(name, f"cannot convert this {img.mode} image", exc) from None
+    return stretch(out) if recipe.get("contrast") == "stretch" else out
+
+
+def cut_levels(arr: np.ndarray) -> tuple[int, int]:
+    """The levels of a uint8 array below which, and above which, :data:`CONTRAST_CUT` of its
+    values lie: the ends :func:`stretch` maps to 0 and 255 (and what ``--contrast auto``
+    measures). Integer histogram: the same on every machine."""
+    cdf = np.cumsum(np.bincount(arr.reshape(-1), minlength=256))
+    n = int(cdf[-1])
+    lo = int(np.searchsorted(cdf, CONTRAST_CUT * n, side="right"))
+    hi = int(np.searchsorted(cdf, (1.0 - CONTRAST_CUT) * n, side="left"))
+    return lo, hi
 
 
 def stretch(arr: np.ndarray) -> np.ndarray:
@@ -410,11 +421,7 @@ def stretch(arr: np.ndarray) -> np.ndarray:
     0..255 is left nearly unchanged. Integer histogram and a lookup table: the same bytes on
     every machine.
     """
-    hist = np.bincount(arr.reshape(-1), minlength=256)
-    cdf = np.cumsum(hist)
-    n = int(cdf[-1])
-    lo = int(np.searchsorted(cdf, CONTRAST_CUT * n, side="right"))
-    hi = int(np.searchsorted(cdf, (1.0 - CONTRAST_CUT) * n, side="left"))
+    lo, hi = cut_levels(arr)
     if hi - lo < CONTRAST_MIN_SPAN:
         return arr
     # (v - lo) * 255 / (hi - lo), rounded half up, in integers

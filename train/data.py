@@ -488,12 +488,9 @@ CONTRAST_SPAN_MAX = 100
 
 def level_span(img: Any) -> int:
     """Grey levels between an image's 1 % darkest and 1 % brightest pixels (the stretch's cut)."""
-    from ..preprocess import CONTRAST_CUT, to_gray
+    from ..preprocess import cut_levels, to_gray
 
-    a = np.asarray(to_gray(img), np.uint8).reshape(-1)
-    cdf = np.cumsum(np.bincount(a, minlength=256))
-    lo = int(np.searchsorted(cdf, CONTRAST_CUT * cdf[-1], side="right"))
-    hi = int(np.searchsorted(cdf, (1.0 - CONTRAST_CUT) * cdf[-1], side="left"))
+    lo, hi = cut_levels(np.asarray(to_gray(img), np.uint8))
     return hi - lo
 
 
