@@ -14,10 +14,12 @@ The panel comes from ``python scripts/style_panel.py --out runs/panel``; runs go
 
     python scripts/int8_collapse_search.py --styles scratch-grey,varlen --seeds 0,1
     python scripts/int8_collapse_search.py --styles wide-color --seeds 3 --window 0.1,0.3
+    python scripts/int8_collapse_search.py --styles wide-color --seeds 0,1 --train-rev eb19e12
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -30,12 +32,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import _gitrev  # scripts/ is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 PANEL = ROOT / "runs" / "panel"
 RUNS = ROOT / "runs" / "int8-collapse-search"
 RESULTS = ROOT / "benchmarks" / "results" / "int8-collapse-search.json"
 #: the earlier defaults at the issue's input: 200x50 grey, pool stem, 4x time pooling, no skip,
 #: the BiLSTM head, a 40-epoch schedule with no time budget (the run is stopped by hand)
+#: the last commit before the any-style work (auto geometry): what "the earlier defaults" were
+BEFORE_STYLES = "eb19e12"
 EARLIER = ["--width", "200", "--height", "50", "--color", "L", "--stem", "pool", "--time-pool",
            "4", "--skip", "off", "--head", "lstm", "--contrast", "none", "--epochs", "40",
            "--warmup-epochs", "2", "--max-minutes", "0", "--patience", "0"]
@@ -55,23 +61,26 @@ def val_history(run: Path) -> List[float]:
 
 
 def train_until(style: str, seed: int, low: float, high: float, max_epochs: int,
-                threads: int) -> tuple[Path, List[float]]:
+                threads: int, code: Optional[Path] = None,
+                tag: str = "") -> tuple[Path, List[float]]:
     """Train a case and interrupt it (SIGINT, as Ctrl-C) at the first epoch whose validation
     accuracy reaches ``low``, or after ``max_epochs``; past ``high`` is recorded as such."""
     data = PANEL / style / "train-8000-s0"
     if not (data / "labels.csv").is_file():
         sys.exit(f"{data}: no style panel (python scripts/style_panel.py --out runs/panel)")
-    run = RUNS / f"{style}-s{seed}"
+    run = RUNS / f"{style}-s{seed}{tag}"
+    # an earlier commit's code trains at its own defaults (what a user of it got)
+    recipe = EARLIER if code is None else ["--epochs", "40", "--patience", "0"]
     cmd = [sys.executable, "-m", "captcha_edge.train.cli", "--data-dir", str(data), "--labels",
            str(data / "labels.csv"), "--out", str(run), "--overwrite", "--seed", str(seed),
-           "--threads", str(threads), "-q", *EARLIER]
+           "--threads", str(threads), "-q", *recipe]
     RUNS.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run, ignore_errors=True)
     with (RUNS / f"{run.name}.train.log").open("w") as log:
         # SIGINT back to its default in the child: a shell starts background jobs with it
         # ignored, and a Python started so never raises KeyboardInterrupt (Ctrl-C's path)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                env=_gitrev.env_for(code), cwd=RUNS, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         seen = 0
         while proc.poll() is None:
             time.sleep(5)
@@ -96,7 +105,8 @@ def export_plain(run: Path) -> Dict[str, Any]:
     return json.loads((out / "export_report.json").read_text())
 
 
-def entry(style: str, seed: int, hist: List[float], report: Dict[str, Any]) -> Dict[str, Any]:
+def entry(style: str, seed: int, hist: List[float], report: Dict[str, Any],
+          recipe: str) -> Dict[str, Any]:
     i8 = next(r for r in report["results"] if r["format"] == "int8")
     # a named route's diagnosis is filed as "chosen" (with --int8-route plain: the plain file)
     diag = report.get("int8_diagnosis", {})
@@ -104,7 +114,7 @@ def entry(style: str, seed: int, hist: List[float], report: Dict[str, Any]) -> D
                                                  or {}).get("worst", [])), None)
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "style": style, "seed": seed, "recipe": " ".join(EARLIER), "epochs_run": len(hist),
+        "style": style, "seed": seed, "recipe": recipe, "epochs_run": len(hist),
         "val_history": [round(v, 4) for v in hist],
         "keras_seq_acc": report["keras"]["seq_acc"],
         "int8_seq_acc": i8["verification"]["seq_acc"], "int8_drop_pp": report["int8_drop_pp"],
@@ -129,14 +139,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "(LOW,HIGH; HIGH only marks an overshoot in the output)")
     p.add_argument("--max-epochs", type=int, default=20, help="stop here whatever the accuracy")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-rev", metavar="REV",
+                   help="train with the code of this earlier commit at its own defaults (e.g. "
+                   f"{BEFORE_STYLES}: fixed 200x50 grey, before the any-style work); the export "
+                   "is always this checkout's")
     a = p.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        code = None if a.train_rev is None else stack.enter_context(
+            _gitrev.installed_rev(a.train_rev))
+        return search(a, code)
+
+
+def search(a: argparse.Namespace, code: Optional[Path]) -> int:
     low, high = (float(x) for x in a.window.split(","))
     os.chdir(ROOT)
     for style in a.styles.split(","):
         for seed in (int(s) for s in a.seeds.split(",")):
             print(f"[{style} seed {seed}] training (stops at val >= {low:.0%})", flush=True)
-            run, hist = train_until(style, seed, low, high, a.max_epochs, a.threads)
-            e = entry(style, seed, hist, export_plain(run))
+            tag = "" if code is None else f"-r{a.train_rev}"
+            recipe = (" ".join(EARLIER) if code is None
+                      else f"the defaults of commit {a.train_rev} (200x50 grey, stretched)")
+            run, hist = train_until(style, seed, low, high, a.max_epochs, a.threads, code, tag)
+            e = entry(style, seed, hist, export_plain(run), recipe)
             entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
             sys.path.insert(0, str(ROOT))
             from captcha_edge._common import atomic_write_json
