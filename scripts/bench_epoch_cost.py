@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import _gitrev  # scripts/ is on sys.path when a script in it runs
+import _gitrev
+from _results import append_result  # scripts/ is on sys.path when a script in it runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "epoch_cost.json"
@@ -135,11 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                             "median_epoch_wall_seconds",
                                             "wall_ratio_old_over_new")}))
     if a.record:
-        entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-        entries.append(entry)
-        tmp = RESULTS.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(entries, indent=1) + "\n")
-        os.replace(tmp, RESULTS)
+        append_result(RESULTS, entry)
     return 0
 
 

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from _results import append_result  # scripts/ is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_speed.json"
 
@@ -133,11 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     print(json.dumps({k: entry[k] for k in ("median_img_per_cpu_s", "ratio_to_" + base)}))
     if a.record:
-        entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-        entries.append(entry)
-        tmp = RESULTS.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(entries, indent=1) + "\n")
-        os.replace(tmp, RESULTS)
+        append_result(RESULTS, entry)
     return 0
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import _gitrev  # scripts/ is on sys.path when a script in it runs
+from _results import append_result
 
 ROOT = Path(__file__).resolve().parents[1]
 PANEL = ROOT / "runs" / "panel"
@@ -161,11 +162,7 @@ def search(a: argparse.Namespace, code: Optional[Path]) -> int:
                       else f"the defaults of commit {a.train_rev} (200x50 grey, stretched)")
             run, hist = train_until(style, seed, low, high, a.max_epochs, a.threads, code, tag)
             e = entry(style, seed, hist, export_plain(run), recipe)
-            entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-            sys.path.insert(0, str(ROOT))
-            from captcha_edge._common import atomic_write_json
-
-            atomic_write_json(RESULTS, [*entries, e])
+            append_result(RESULTS, e)
             over = " (past the window)" if e["keras_seq_acc"] > high else ""
             print(f"[{style} seed {seed}] Keras {e['keras_seq_acc']:.1%}{over}, plain int8 "
                   f"{e['int8_seq_acc']:.1%} ({e['int8_drop_pp']:+.2f} pp), agreement "
