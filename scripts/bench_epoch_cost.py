@@ -52,17 +52,23 @@ def start(pythonpath: Optional[Path], data: Path, out: Path, epochs: int, minute
     if threads is not None:
         cmd += ["--threads", str(threads), "--budget-clock", "cpu"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    # run from a neutral folder so the checkout beside it is not imported by accident
-    return subprocess.Popen(cmd, cwd=out.parent, env=_gitrev.env_for(pythonpath),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe: two runs side by side are waited for one after the other,
+    # and a full pipe would stall the second one's progress bars (and its timing)
+    with _log(out).open("w") as log:
+        # run from a neutral folder so the checkout beside it is not imported by accident
+        return subprocess.Popen(cmd, cwd=out.parent, env=_gitrev.env_for(pythonpath),
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _log(out: Path) -> Path:
+    return out.parent / f"{out.name}.log"
 
 
 def collect(proc: subprocess.Popen, out: Path) -> Dict[str, Any]:
     """Wait for a run; return its per-epoch wall and CPU seconds and the input it chose."""
-    _, err = proc.communicate()
-    if proc.returncode != 0:
+    if proc.wait() != 0:
         raise SystemExit(f"bench_epoch_cost: captcha-train failed ({proc.returncode}):\n"
-                         + err[-3000:])
+                         + _log(out).read_text()[-3000:])
     with open(out / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     cfg = json.loads((out / "model.json").read_text()).get("model_config", {})
