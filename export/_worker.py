@@ -63,6 +63,8 @@ def run(job: Dict[str, Any]) -> int:
               seconds=round(time.monotonic() - t0, 2))
     calib = np.load(job["calibration"]) if job.get("calibration") else None
     model = None
+    clipped: Any = None
+    clip_info: Any = None
     transformed: Any = None
     for fmt in job["formats"]:
         _emit(progress, event="start", step=fmt)
@@ -78,7 +80,14 @@ def run(job: Dict[str, Any]) -> int:
                 if job.get("transform", "none") != "none":
                     transformed = convert.transform(model, job["transform"], calib,
                                                     job.get("fine_tune"))
-            data = convert.to_tflite(model, fmt, calibration=calib,
+            target = model
+            if fmt in ("int8", "int16x8") and job.get("logit_clip", True):
+                if clipped is None:
+                    from .logitclip import clip_logits
+
+                    clipped, clip_info = clip_logits(model, calib, job["batch"])
+                target = clipped
+            data = convert.to_tflite(target, fmt, calibration=calib,
                                      batch=job["batch"], int8_output=job["int8_output"])
             if not job.get("keep_names"):
                 data = convert.strip_names(data)
@@ -93,7 +102,9 @@ def run(job: Dict[str, Any]) -> int:
         out.write_bytes(data)
         _emit(progress, event="done", step=fmt, path=str(out),
               seconds=round(time.monotonic() - t0, 2),
-              **({"transform": transformed} if transformed is not None else {}))
+              **({"transform": transformed} if transformed is not None else {}),
+              **({"logit_clip": clip_info}
+                 if clip_info is not None and fmt in ("int8", "int16x8") else {}))
     return 0
 
 

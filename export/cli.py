@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "try the other integer routes (docs/export.md) in the order the "
                         "diagnosis suggests and keep the first that holds, else the best; a "
                         "route's name: only that route (" + ", ".join(routes.ROUTE_NAMES) + ")")
+    g.add_argument("--no-logit-clip", action="store_true",
+                   help="keep the logits' full range in the integer models; by default they are "
+                        "clipped to the range that decides each frame's argmax on the "
+                        "calibration images, so int8 keeps their resolution (docs/export.md)")
     g.add_argument("--diagnose", action="store_true",
                    help="measure where int8 loses accuracy (per-layer quantization error, and "
                         "the gain when one layer is left in float); automatic when the plain "
@@ -299,6 +303,7 @@ def _worker(a: argparse.Namespace, run: Run, formats: List[str], work: Path,
                "keep_names": getattr(a, "keep_tensor_names", False),
                "transform": getattr(a, "transform", "none"),
                "fine_tune": getattr(a, "fine_tune", None),
+               "logit_clip": not getattr(a, "no_logit_clip", False),
                "progress": str(progress)}
         job_file = work / "job.json"
         job_file.write_text(json.dumps(job), encoding="utf-8")
@@ -494,6 +499,8 @@ def inspect(p: Plan, c: Converted, fmt: str, flat: bytes) -> Tuple[Dict[str, Any
     seen = verify.inspect(flat)
     row: Dict[str, Any] = {"format": fmt, "path": p.targets[fmt].name,
                            "convert_seconds": c.results[fmt]["seconds"], **seen.io}
+    if isinstance(c.results.get(fmt), dict) and "logit_clip" in c.results[fmt]:
+        row["logit_clip"] = c.results[fmt]["logit_clip"]  # of the first (plain) conversion
     row["ops"] = len(seen.ops)
     row["op_counts"] = dict(sorted(Counter(o["op"] for o in seen.ops).items()))
     if fmt == "int8":

@@ -285,6 +285,10 @@ def _child(job: Dict[str, Any]) -> int:
     reference = np.load(job["reference"])
     calib = np.load(job["calibration"])
     convert.transform(model, job.get("transform", "none"), calib, job.get("fine_tune"))
+    if job.get("logit_clip", True):  # the graph the export ships (export/logitclip.py)
+        from .logitclip import clip_logits
+
+        model, _ = clip_logits(model, calib, 1)
     diag = diagnose(model, calib, images, reference, job["labels"], job["charset"],
                     int(job["blank"]), route=job["route"], log=log)
     Path(job["out"]).write_text(json.dumps(diag, indent=1), encoding="utf-8")

@@ -464,6 +464,7 @@ def _diagnose(a: argparse.Namespace, run: Any, work: Path, keep_log: Path, key: 
            "model_config": run.meta["model_config"],
            "route": a.route if route.graph == "tf_keras" else route.graph,
            "transform": route.transform, "fine_tune": fine_tune,
+           "logit_clip": not getattr(a, "no_logit_clip", False),
            "calibration": str(work / f"diag_calib_{key}.npy"),
            "images": str(work / "diag_images.npy"),
            "reference": str(work / "diag_reference.npy"), "labels": labels,

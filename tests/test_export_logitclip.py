@@ -1,0 +1,95 @@
+"""export/logitclip.py: the logits clipped to the range that decides the argmax (issue 22, item 5).
+
+The float function's argmax must not change on the calibration frames, and the int8 logits
+tensor must really get the narrower range (its step is what the clip is for).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+
+
+def _model(head="conv", skip=True, seed=0):
+    tf_keras = pytest.importorskip("tf_keras")
+    from captcha_edge.train.model import ModelConfig, build_inference_model
+
+    cfg = ModelConfig(num_classes=6, height=16, width=32, size="small", head=head, skip=skip,
+                      time_pool=4)
+    m = build_inference_model(cfg, keras=tf_keras, batch_size=1)
+    rng = np.random.default_rng(seed)
+    # Wide logits, as a trained CTC model has: a confident blank and large weights.
+    w, b = m.get_layer("logits").get_weights()
+    b[-1] += 30.0
+    m.get_layer("logits").set_weights([w * 40.0, b])
+    images = rng.integers(0, 256, (24, 16, 32)).astype(np.uint8)
+    return m, images
+
+
+def _argmax(model, images):
+    from captcha_edge.export.convert import keras_probs
+
+    return keras_probs(model, images, batch_size=1).argmax(-1)
+
+
+@pytest.mark.parametrize("head,skip", [("conv", True), ("conv", False), ("lstm", False)])
+def test_clip_keeps_every_calibration_frames_argmax(head, skip):
+    from captcha_edge.export.logitclip import clip_logits
+
+    m, images = _model(head, skip)
+    clipped, info = clip_logits(m, images, batch=1)
+    assert info["applied"], info
+    assert info["lo"] < info["hi"] and info["hi"] - info["lo"] < info["raw"][1] - info["raw"][0]
+    assert clipped is not m
+    assert np.array_equal(_argmax(clipped, images), _argmax(m, images))
+    names = {layer.name for layer in clipped.layers}
+    assert "logits_clip" in names and ("logits_in" in names) == skip
+    assert m.get_layer("logits").get_weights()[0].shape[1] == 6  # the source model is untouched
+
+
+def test_bilstm_with_skip_is_left_alone():
+    from captcha_edge.export.logitclip import clip_logits
+
+    m, images = _model("lstm", True)
+    same, info = clip_logits(m, images, batch=1)
+    assert same is m and not info["applied"] and "BiLSTM" in info["why"]
+
+
+def test_no_clip_without_calibration_images():
+    from captcha_edge.export.logitclip import clip_logits
+
+    m, _ = _model()
+    same, info = clip_logits(m, None, batch=1)
+    assert same is m and not info["applied"]
+
+
+@pytest.mark.slow
+def test_int8_logits_get_the_narrow_step():
+    """The clip is fused into the int8 FULLY_CONNECTED: its output tensor's scale is the clip's
+    step, several times finer than the unclipped logits'."""
+    pytest.importorskip("tensorflow")
+    from captcha_edge.export import verify
+    from captcha_edge.export.convert import to_tflite
+    from captcha_edge.export.logitclip import clip_logits
+
+    m, images = _model()
+    clipped, info = clip_logits(m, images, batch=1)
+
+    def fc_scales(model):
+        flat = to_tflite(model, "int8", calibration=images, batch=1)
+        it = verify.interpreter(flat, delegates=False)  # the ops as written, no XNNPACK
+        outs = {op["outputs"][0] for op in it._get_ops_details()
+                if op["op_name"] == "FULLY_CONNECTED"}
+        return {d["index"]: d["quantization"][0] for d in it.get_tensor_details()
+                if d["index"] in outs}, it
+    plain, _ = fc_scales(m)
+    narrow, it = fc_scales(clipped)
+    ops = [op["op_name"] for op in it._get_ops_details()]
+    assert "CONCATENATION" in ops and "MUL" not in ops and ops[-1] == "SOFTMAX"
+    # The clipped logits FC: 0..6 in 255 steps (ReLU6 fused), i.e. (hi - lo) / 255 nats; the
+    # diagonal FC after it brings them back to nats with a step of its own, (hi - lo) / 255.
+    width = info["hi"] - info["lo"]
+    assert min(narrow.values()) == pytest.approx(6.0 / 255, rel=0.02)
+    assert max(narrow.values()) == pytest.approx(width / 255, rel=0.05)
+    assert width / 255 * 3 < max(plain.values())
