@@ -45,5 +45,11 @@ def test_the_default_graph_fixture_is_the_conv_head_with_the_stretch():
     rec = Recognizer(path)
     ops = {d["op_name"] for d in rec._interpreter()._get_ops_details()}
     assert "CONV_2D" in ops and not any("LSTM" in op for op in ops)
+    # the logit clip's graph (export/logitclip.py): the skip head's one FC over a concatenation,
+    # clipped, then the diagonal FC back to nats, then the softmax
+    from captcha_edge.export import verify
+
+    tail = [o["op"] for o in verify.op_report(metadata.split(path.read_bytes())[0])][-4:]
+    assert tail == ["CONCATENATION", "FULLY_CONNECTED", "FULLY_CONNECTED", "SOFTMAX"]
     texts = rec.predict_batch(IMAGES[:4])
     assert len(texts) == 4 and all(set(t) <= set(meta["charset"]) for t in texts)
