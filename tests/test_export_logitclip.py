@@ -5,6 +5,9 @@ tensor must really get the narrower range (its step is what the clip is for).
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,3 +96,37 @@ def test_int8_logits_get_the_narrow_step():
     assert min(narrow.values()) == pytest.approx(6.0 / 255, rel=0.02)
     assert max(narrow.values()) == pytest.approx(width / 255, rel=0.05)
     assert width / 255 * 3 < max(plain.values())
+
+
+FIXTURE_RUN = Path(__file__).resolve().parent / "data" / "export_run"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FIXTURE_RUN / "model.keras").is_file(),
+                    reason="tests/data/export_run missing")
+def test_cli_reports_the_clip_and_leaves_narrow_logits_alone(tmp_path):
+    """The fixture run's logits span ~21 nats, where a clip with 8 nats each side would not
+    narrow them: the report's int8 row says so and the file is the graph ``--no-logit-clip``
+    writes. (The clipped graph from the CLI: tests/data/graphs/, test_route_fixtures.py.)"""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from captcha_edge import metadata
+    from captcha_edge.export import verify
+    from captcha_edge.export.cli import main
+
+    def export(out, *extra):
+        code = main([str(FIXTURE_RUN), "--int8", "--int8-route", "plain", "--out", str(out),
+                     "--calib-size", "60", "--max-drop", "100", "--quiet", *extra])
+        assert code == 0
+        report = json.loads((out / "export_report.json").read_text())
+        row = next(r for r in report["results"] if r["format"] == "int8")
+        flat = metadata.split((out / "model_int8.tflite").read_bytes())[0]
+        return row, [o["op"] for o in verify.op_report(flat)]
+
+    row, ops = export(tmp_path / "auto")
+    clip = row["logit_clip"]
+    assert not clip["applied"] and "would not narrow" in clip["why"]
+    assert clip["hi"] - clip["lo"] >= 0.9 * (clip["raw"][1] - clip["raw"][0])
+    row, plain_ops = export(tmp_path / "off", "--no-logit-clip")
+    assert "logit_clip" not in row
+    assert plain_ops == ops and ops[-2:] == ["FULLY_CONNECTED", "SOFTMAX"]
