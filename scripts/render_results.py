@@ -355,30 +355,32 @@ def _panel_30min(src: Sources) -> str:
                  rows)
 
 
-#: The logit clip A/B (export/logitclip.py): the same 30-minute runs exported without the clip
-#: (config conv-30min-cpu, the route ladder's choice) and again with it (conv-30min-cpu-clip).
-LOGIT_CLIP_CONFIG = "conv-30min-cpu-clip"
+#: The logit clip A/B (export/logitclip.py): the same runs exported without the clip (the route
+#: ladder's choice) and again with it (bench_styles.py --record): (before, after, budget).
+LOGIT_CLIP_PAIRS = (("conv-30min-cpu", "conv-30min-cpu-clip", "30 min"),
+                    ("ab-conv-8min", "ab-conv-8min-clip", "8 min"))
 
 
 @region("logit-clip-ab", "styles.json", block=True)
 def _logit_clip_ab(src: Sources) -> str:
     rows = []
-    for style in PANEL_30_STYLES:
-        before, after = _entry(src, style, PANEL_30_CONFIG), _entry(src, style, LOGIT_CLIP_CONFIG)
-        if before is None or after is None or not before.get("int8") or not after.get("int8"):
-            continue
-        (b_acc, where), a_acc = _panel_acc(before), _panel_acc(after)[0]
-        rows.append([
-            style, pct(float(before["keras"]["seq_acc"])),
-            f"{pct(b_acc)} ({before.get('int8_route') or '-'})",
-            pct2(before["int8"]["frame_agreement"]),
-            f"{pct(a_acc)} ({after.get('int8_route') or '-'})",
-            bold(pct2(after["int8"]["frame_agreement"]),
-                 after["int8"]["frame_agreement"] >= before["int8"]["frame_agreement"]),
-            where])
-    return table(["style", "Keras (validation)", "int8 without the clip (route)",
+    for before_cfg, after_cfg, budget in LOGIT_CLIP_PAIRS:
+        for style in PANEL_30_STYLES:
+            before, after = _entry(src, style, before_cfg), _entry(src, style, after_cfg)
+            if before is None or after is None or not before.get("int8") or not after.get("int8"):
+                continue
+            (b_acc, where), a_acc = _panel_acc(before), _panel_acc(after)[0]
+            rows.append([
+                style, budget, pct(float(before["keras"]["seq_acc"])),
+                f"{pct(b_acc)} ({before.get('int8_route') or '-'})",
+                pct2(before["int8"]["frame_agreement"]),
+                f"{pct(a_acc)} ({after.get('int8_route') or '-'})",
+                bold(pct2(after["int8"]["frame_agreement"]),
+                     after["int8"]["frame_agreement"] >= before["int8"]["frame_agreement"]),
+                where])
+    return table(["style", "budget", "Keras (validation)", "int8 without the clip (route)",
                   "frame agreement", "int8 with the clip (route)", "frame agreement", "int8 on"],
-                 ["---", "---:", "---:", "---:", "---:", "---:", "---"], rows)
+                 ["---", "---", "---:", "---:", "---:", "---:", "---:", "---"], rows)
 
 
 #: The --head A/B of issue 22 (8 CPU-minutes a run, one thread, the rest the defaults).
