@@ -21,7 +21,8 @@ of the fused LSTM's output with its own input corrupts the TFLite interpreter's 
 (train/model.py), so that graph is left as it is.
 
 Measured on that model (1590 validation images, plain int8 route): frame agreement 98.82 % ->
-99.14 %, sequence accuracy 29.9 % -> 31.3 % (Keras: 31.3 %); docs/export.md.
+99.56 %, sequence accuracy 29.9 % -> 31.1 % (Keras: 31.3 %); the panel's figures are in
+docs/export.md.
 """
 from __future__ import annotations
 
