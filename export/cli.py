@@ -500,7 +500,7 @@ def inspect(p: Plan, c: Converted, fmt: str, flat: bytes) -> Tuple[Dict[str, Any
     row: Dict[str, Any] = {"format": fmt, "path": p.targets[fmt].name,
                            "convert_seconds": c.results[fmt]["seconds"], **seen.io}
     if isinstance(c.results.get(fmt), dict) and "logit_clip" in c.results[fmt]:
-        row["logit_clip"] = c.results[fmt]["logit_clip"]  # of the first (plain) conversion
+        row["logit_clip"] = c.results[fmt]["logit_clip"]  # of the route that wrote the file
     row["ops"] = len(seen.ops)
     row["op_counts"] = dict(sorted(Counter(o["op"] for o in seen.ops).items()))
     if fmt == "int8":
@@ -580,7 +580,7 @@ def _outcome(p: Plan, c: Converted, rows: List[Dict[str, Any]],
         "results": rows, "int8_drop_pp": drop,
         "int8_route": None if c.int8_choice is None else {
             k: c.int8_choice[k]
-            for k in ("route", "graph", "passed", "trials", "order", "transforms")
+            for k in ("route", "graph", "passed", "trials", "order", "transforms", "logit_clips")
             if k in c.int8_choice},
         "int8_diagnosis": None if c.int8_choice is None else c.int8_choice["diagnosis"],
         "max_drop_pp": a.max_drop,

@@ -257,10 +257,11 @@ def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
                 worker: Callable[..., Dict[str, Any]],
                 check: Optional[Tuple[Path, Sequence[str]]] = None,
                 transforms: Optional[Dict[str, Any]] = None,
-                jobs: Optional[Dict[str, Any]] = None) -> ConvertFn:
+                jobs: Optional[Dict[str, Any]] = None,
+                clips: Optional[Dict[str, Any]] = None) -> ConvertFn:
     """A :data:`ConvertFn` that runs the CLI's worker process for one route (its own folder).
-    What each route's weight transform did goes into ``transforms``, and the fine-tune job
-    into ``jobs`` (by route name)."""
+    What each route's weight transform did goes into ``transforms``, the fine-tune job into
+    ``jobs`` and what the logit clip did (export/logitclip.py) into ``clips`` (by route name)."""
     def convert(route: Route, cal: np.ndarray) -> Any:
         sub = work / f"route-{route.name}"
         sub.mkdir(exist_ok=True)
@@ -282,6 +283,8 @@ def cli_convert(a: argparse.Namespace, run: Any, work: Path, keep_log: Path,
         if isinstance(res, dict):
             if transforms is not None and res.get("transform") is not None:
                 transforms[route.name] = res["transform"]
+            if clips is not None and res.get("logit_clip") is not None:
+                clips[route.name] = res["logit_clip"]
             return Path(res["path"]).read_bytes()
         return str(res)
     return convert
@@ -365,12 +368,13 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
               for r in ladder(first=a.int8_route if forced else "plain", only=forced)
               if not (r.graph == "unroll" and a.route == "unroll" and r.name != "plain")]
     transforms: Dict[str, Any] = {}
+    clips: Dict[str, Any] = {}
     # A forced fine-tune route was the CLI's first conversion: its job is on ``a``.
     jobs: Dict[str, Any] = {routes[0].name: getattr(a, "fine_tune", None)}
     val_file = work / "val.npy"  # saved by the CLI for the Keras reference
     convert = cli_convert(a, run, work, keep_log, worker,
                           check=(val_file, labels) if val_file.exists() else None,
-                          transforms=transforms, jobs=jobs)
+                          transforms=transforms, jobs=jobs, clips=clips)
     trials, files = try_routes(routes[:1], convert, score, calibration, keras_acc, a.max_drop,
                                first=(plain_flat, np.asarray(cal.images)), say=say)
     plain = trials[0]
@@ -401,6 +405,8 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
         files.update(more_files)
     if isinstance(first, dict) and first.get("transform") is not None:
         transforms.setdefault(routes[0].name, first["transform"])
+    if isinstance(first, dict) and first.get("logit_clip") is not None:
+        clips.setdefault(routes[0].name, first["logit_clip"])
     for t in trials:
         if t.route in files and t.route in transforms:
             _own_float(t, transforms[t.route], jobs.get(t.route), files[t.route], val.images,
@@ -419,12 +425,17 @@ def choose_for_cli(a: argparse.Namespace, run: Any, work: Path, results: Dict[st
             results["int8"] = {**(first if isinstance(first, dict) else {}), "path": str(path),
                                "seconds": (first or {}).get("seconds", 0.0)
                                if isinstance(first, dict) else 0.0}
+            results["int8"].pop("logit_clip", None)  # the plain route's; the chosen one's:
+            if chosen.route in clips:
+                results["int8"]["logit_clip"] = clips[chosen.route]
             if diags and "chosen" not in diags:
                 route = get(chosen.route)
                 diagnosis_of("chosen", route, calibration(route))
     out["diagnosis"] = diags or None
     if transforms:
         out["transforms"] = transforms
+    if clips:
+        out["logit_clips"] = clips
     return out
 
 

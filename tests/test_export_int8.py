@@ -269,6 +269,8 @@ def test_fallback_writes_the_route_that_holds(tmp_path, monkeypatch):
     assert meta["int8_route"] == chosen
     row = next(r for r in report["results"] if r["format"] == "int8")
     assert row["float_compute_ops"] == [] and row["input_dtype"] == "uint8"
+    # the row's logit clip is the chosen route's (each route measured its own)
+    assert row["logit_clip"] == report["int8_route"]["logit_clips"][chosen]
     # the automatic diagnosis ran because the plain route exceeded --max-drop
     assert "plain" in report["int8_diagnosis"]
     # Same ops as the plain route, so the emulated Pi proof (which runs the bundled plain-route
