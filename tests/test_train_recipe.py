@@ -24,6 +24,18 @@ def test_unknown_stem_and_too_small_s4_are_refused() -> None:
         ModelConfig(num_classes=5, height=24, width=96, stem="s4")
 
 
+@pytest.mark.tf
+def test_dropout_reaches_the_graph_and_is_bounded() -> None:
+    from captcha_edge.train.model import build_inference_model
+
+    assert cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"]).dropout == 0.2
+    for rate in (0.0, 0.35):
+        m = build_inference_model(ModelConfig(num_classes=5, height=32, width=64, dropout=rate))
+        assert m.get_layer("drop").rate == rate
+    with pytest.raises(ValueError, match="dropout must be in"):
+        ModelConfig(num_classes=5, dropout=1.0)
+
+
 def test_new_runs_default_to_the_budget_chosen_graph_and_the_skip() -> None:
     a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
     assert a.stem == "auto" and a.convs == "auto" and a.skip == "on" and a.epochs == "auto"

@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--filters", metavar="A,B,C", help="override the preset's conv filters")
     g.add_argument("--dense", type=int, default=0, help="override the preset's dense units")
     g.add_argument("--rnn", type=int, default=0, help="override the preset's LSTM units")
+    g.add_argument("--dropout", type=float, default=0.2,
+                   help="dropout on the projected frame features, 0 <= P < 1 (default 0.2)")
     g.add_argument("--convs", metavar="A,B,C", default="auto",
                    help="conv layers (Conv2D+BatchNorm+ReLU) in each of the 3 blocks, or auto "
                         "(default): chosen with --stem auto, else "
@@ -359,9 +361,11 @@ def prepare(a: argparse.Namespace) -> Any:
                       .split(","))
     except ValueError:
         raise D.TrainDataError(f"--convs must be three ints like 1,2,2; got {a.convs!r}") from None
+    if not 0.0 <= a.dropout < 1.0:
+        raise D.TrainDataError(f"--dropout must be at least 0 and below 1; got {a.dropout}")
     arch: Dict[str, Any] = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
                             "time_pool": a.time_pool, "convs": convs, "stem": a.stem,
-                            "skip": a.skip == "on", "head": a.head}
+                            "skip": a.skip == "on", "head": a.head, "dropout": a.dropout}
     init, init_recipe = _read_init_from(a.init_from) if a.init_from is not None else (None, None)
     if init is not None:
         # The warm start fixes the graph: take the earlier run's architecture and recipe.

@@ -95,6 +95,8 @@ class ModelConfig:
         if len(self.filters) != 3 or min(self.filters) < 1 or self.dense < 1 or self.rnn < 1:
             raise ValueError(f"filters must be 3 positive ints and dense/rnn >= 1; got "
                              f"filters={self.filters}, dense={self.dense}, rnn={self.rnn}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
         if self.head not in HEADS:
