@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=16,
                    help="global batch size (default 16; split across GPUs)")
     g.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
+    g.add_argument("--ema", type=float, default=0.0, metavar="M",
+                   help="evaluate, keep and save an exponential moving average of the weights "
+                        "(Polyak averaging, momentum M, e.g. 0.99); 0 (default) = off")
     g.add_argument("--warmup-epochs", type=float, default=None,
                    help="linear warm-up before the cosine decay, in epochs (default: "
                         f"{WARMUP_STEPS} optimizer steps, whatever the data set's size)")
@@ -217,6 +220,7 @@ def _check_args(a: argparse.Namespace) -> None:
         (a.epochs == "auto" or a.epochs >= 1, f"--epochs must be >= 1; got {a.epochs}"),
         (a.batch_size >= 1, f"--batch-size must be >= 1; got {a.batch_size}"),
         (math.isfinite(a.lr) and a.lr > 0, f"--lr must be > 0; got {a.lr}"),
+        (0.0 <= a.ema < 1.0, f"--ema must be at least 0 and below 1; got {a.ema}"),
         (a.warmup_epochs is None or a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
         (a.patience >= 0, f"--patience must be >= 0; got {a.patience}"),
         (a.max_minutes >= 0, f"--max-minutes must be >= 0; got {a.max_minutes}"),
@@ -502,7 +506,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        augment=augment, augment_from=a.augment_from, resume=a.resume,
                        threads=a.threads,
                        max_minutes=a.max_minutes, budget_clock=a.budget_clock,
-                       mixed_precision=a.mixed_precision,
+                       mixed_precision=a.mixed_precision, ema=a.ema,
                        verbose=0 if a.quiet else 1)
         a.out.mkdir(parents=True, exist_ok=True)
         metrics, code = train(prepared, opts)

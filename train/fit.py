@@ -75,6 +75,9 @@ class Options:
     min_epoch_steps: int = 0
     budget_clock: str = "wall"  # wall | cpu: what --max-minutes counts (cpu = process CPU time)
     mixed_precision: str = "auto"  # auto | on | off
+    # > 0: Adam keeps an exponential moving average of the weights (this momentum), and the
+    # epoch's evaluation, the best weights and the saved model use it (Polyak averaging).
+    ema: float = 0.0
     verbose: int = 1
 
 
@@ -242,6 +245,9 @@ class _Tracker:
         self.started = time.monotonic()
         self.stop_reason = ""
         self.augment_gate: Any = None  # tf.Variable set by train() when augmentation waits
+        # set by train() with --ema: swaps the model's weights with their moving average (twice
+        # restores them), so the evaluation and the best weights see the average
+        self.swap_ema: Optional[Callable[[], None]] = None
         self.progress: Callable[[], float] = lambda: 1.0  # the schedule's progress (train())
         self.epoch_started = self.started
         self.epoch_cpu = time.process_time()
@@ -267,6 +273,27 @@ class _Tracker:
 
     def on_epoch_end(self, epoch: int, logs: Dict[str, Any]) -> bool:
         """Evaluate, record, checkpoint; return True to stop training."""
+        if self.swap_ema is not None:
+            self.swap_ema()
+        try:
+            self._evaluate_epoch(epoch, logs)
+        finally:
+            if self.swap_ema is not None:
+                self.swap_ema()  # the checkpoint and the next steps take the live weights
+        self.save_checkpoint(next_epoch=epoch + 1)
+        if self.o.patience and self.since_best >= self.o.patience \
+                and self.progress() >= PATIENCE_FROM:
+            self.stop_reason = f"early stop: no improvement for {self.o.patience} epochs"
+        elif self.o.max_minutes and self.budget_used >= self.o.max_minutes * 60 * 0.999:
+            self.stop_reason = (f"time budget of {self.o.max_minutes:g} min "
+                                f"({self.o.budget_clock}) spent")
+        elif self.best is not None and self.best["val_seq_acc"] >= 1.0 \
+                and self.best["val_cer"] == 0.0 and self.since_best >= max(3, self.o.patience // 3):
+            self.stop_reason = "validation is perfect and stable"
+        return bool(self.stop_reason)
+
+    def _evaluate_epoch(self, epoch: int, logs: Dict[str, Any]) -> None:
+        """Validation metrics, the history row, the augmentation gate and the best weights."""
         metrics, _ = evaluate(self.model, self.p.val_images, self.p.val_labels,
                               self.val_targets, self.p.charset)
         logs.update(metrics)
@@ -302,17 +329,6 @@ class _Tracker:
             self.save_weights("best")
         else:
             self.since_best += 1
-        self.save_checkpoint(next_epoch=epoch + 1)
-        if self.o.patience and self.since_best >= self.o.patience \
-                and self.progress() >= PATIENCE_FROM:
-            self.stop_reason = f"early stop: no improvement for {self.o.patience} epochs"
-        elif self.o.max_minutes and self.budget_used >= self.o.max_minutes * 60 * 0.999:
-            self.stop_reason = (f"time budget of {self.o.max_minutes:g} min "
-                                f"({self.o.budget_clock}) spent")
-        elif self.best is not None and self.best["val_seq_acc"] >= 1.0 \
-                and self.best["val_cer"] == 0.0 and self.since_best >= max(3, self.o.patience // 3):
-            self.stop_reason = "validation is perfect and stable"
-        return bool(self.stop_reason)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_weights(self, which: str) -> None:
@@ -398,6 +414,17 @@ def warm_start(inference: Any, src: WarmStart, charset: str, keras: Any) -> str:
     return f"{copied} layers copied" + (f"; fresh: {', '.join(fresh)}" if fresh else "")
 
 
+def swap_ema_weights(optimizer: Any) -> None:
+    """Swap each trainable weight with its moving average (Adam's ``use_ema``); a second call
+    swaps them back. Keras' own SwapEMAWeights callback swaps only around ``evaluate``/epochs of
+    ``fit``; the tracker evaluates itself, so it swaps with this."""
+    for var, avg in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        if avg is not None:
+            live = var.numpy()
+            var.assign(avg)
+            avg.assign(live)
+
+
 def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
     state = load_state(o.out, p) if o.resume else {}
@@ -423,7 +450,9 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         train_model, inference = build_model(p.model_config, keras)
         # A plain variable, set before every step by the callback below from the step count and
         # the time spent (see BudgetSchedule), so the decay ends when the budget does.
-        optimizer = keras.optimizers.Adam(learning_rate=schedule(0, 0.0), clipnorm=5.0)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule(0, 0.0), clipnorm=5.0,
+                                          use_ema=o.ema > 0,
+                                          ema_momentum=o.ema if o.ema > 0 else 0.99)
         train_model.compile(optimizer=optimizer, loss=ctc_loss)
     initial_epoch = 0
     best_weights = None
@@ -451,6 +480,8 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
 
     tracker = _Tracker(p, o, train_model, val_targets, state)
     tracker.best_weights = best_weights
+    if o.ema > 0:
+        tracker.swap_ema = lambda: swap_ema_weights(train_model.optimizer)
     tracker.progress = lambda: schedule.progress(int(train_model.optimizer.iterations.numpy()),
                                                  tracker.budget_used)
 
