@@ -116,6 +116,7 @@ def test_all_unreadable(tmp_path: Path, capsys) -> None:
     (["--width", "202", "--time-pool", "4"], "width % 4 == 0"),
     (["--filters", "8,x,8"], "--filters must be three ints"),
     (["--filters", "8,8"], "filters must be 3 positive ints"),
+    (["--ema", "1"], "--ema must be at least 0 and below 1; got 1.0"),
     (["--dropout", "1"], "--dropout must be at least 0 and below 1; got 1.0"),
     (["--dropout", "-0.1"], "--dropout must be at least 0 and below 1"),
     (["--synthetic-length", "6-4"], "--synthetic-length"),

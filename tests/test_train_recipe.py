@@ -36,6 +36,29 @@ def test_dropout_reaches_the_graph_and_is_bounded() -> None:
         ModelConfig(num_classes=5, dropout=1.0)
 
 
+@pytest.mark.tf
+def test_ema_swap_exchanges_the_weights_with_their_average_and_back() -> None:
+    import keras
+    import numpy as np
+    from captcha_edge.train.fit import swap_ema_weights
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    opt = keras.optimizers.Adam(learning_rate=0.1, use_ema=True, ema_momentum=0.5)
+    model.compile(optimizer=opt, loss="mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    live = [v.numpy().copy() for v in model.trainable_variables]
+    avg = [a.numpy().copy() for a in opt._model_variables_moving_average]
+    assert not np.allclose(live[0], avg[0])  # three steps of 0.1: the average lags
+    swap_ema_weights(opt)
+    for v, a in zip(model.trainable_variables, avg):
+        np.testing.assert_array_equal(v.numpy(), a)
+    swap_ema_weights(opt)
+    for v, w in zip(model.trainable_variables, live):
+        np.testing.assert_array_equal(v.numpy(), w)
+
+
 def test_new_runs_default_to_the_budget_chosen_graph_and_the_skip() -> None:
     a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
     assert a.stem == "auto" and a.convs == "auto" and a.skip == "on" and a.epochs == "auto"

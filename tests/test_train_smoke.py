@@ -168,3 +168,34 @@ def test_model_config_round_trip_and_old_dicts() -> None:
     assert ModelConfig.from_dict(old).time_steps == 50
     with pytest.raises(ValueError, match="time_pool must be 4 or 8"):
         ModelConfig(num_classes=7, time_pool=2)
+
+
+def _layer_weights(path: Path) -> dict:
+    import h5py
+
+    out: dict = {}
+    with h5py.File(path, "r") as f:
+        f["layers"].visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                               if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+@pytest.mark.slow  # two one-epoch runs, ~20 s
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_ema_keeps_the_average_as_the_best_weights(tmp_path: Path, ema: float) -> None:
+    """One epoch: without --ema the best weights are the last ones; with it they are the moving
+    average, while the checkpoint that --resume continues from keeps the live weights."""
+    run = tmp_path / "run"
+    args = _data_args(tmp_path) + ["--out", str(run), "--size", "small", "--epochs", "1",
+                                   "--max-minutes", "0", "--threads", "2", "--seed", "1",
+                                   "--ema", str(ema)]
+    assert main(args) == 0
+    best = _layer_weights(run / "checkpoint" / "best.weights.h5")
+    last = _layer_weights(run / "checkpoint" / "last.weights.h5")
+    assert best.keys() == last.keys() and len(best) > 10
+    # BatchNorm's moving statistics are not averaged; every trained kernel is.
+    differ = [k for k in best if not np.array_equal(best[k], last[k])]
+    if ema:
+        assert any("conv" in k or "dense" in k for k in differ), differ
+    else:
+        assert differ == []
