@@ -63,6 +63,11 @@ def _style_panel() -> Any:
 
 #: The synthetic panel styles (scripts/style_panel.py); their label option is a labels.csv.
 SYNTHETIC: List[str] = list(_style_panel().STYLES)
+#: The holdout styles (style_panel.HOLDOUT): benchmarked only when named, never tuned on.
+HOLDOUT: List[str] = list(_style_panel().HOLDOUT)
+#: What --styles runs by default: the shared styles and the panel.
+PANEL_STYLES: List[str] = [*STYLES, *SYNTHETIC]
+SYNTHETIC += HOLDOUT
 for _name in SYNTHETIC:
     STYLES[_name] = ["--data-dir", "{train}", "--labels", "{train}/labels.csv"]
 
@@ -308,8 +313,9 @@ def main(argv: Any = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog=__doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--styles", default=",".join(STYLES),
-                   help=f"comma-separated subset of {', '.join(STYLES)}")
+    p.add_argument("--styles", default=",".join(PANEL_STYLES),
+                   help=f"comma-separated subset of {', '.join(PANEL_STYLES)} (default: all "
+                        f"of these), or the holdout styles {', '.join(HOLDOUT)}")
     p.add_argument("--config", default="defaults", help="name recorded for these settings")
     p.add_argument("--minutes", type=float, default=0.0,
                    help="pass --max-minutes M (default: the CLI's own budget)")

@@ -246,6 +246,86 @@ STYLES: Dict[str, Style] = {s.name: s for s in (
 )}
 
 
+def _inverted(text: str, rng: random.Random) -> Image.Image:
+    """Light glyphs on a dark grey background with a faint grid (a holdout style)."""
+    W, H = 160, 50
+    bg = rng.randint(15, 70)
+    img = Image.new("RGBA", (W, H), (bg, bg, bg, 255))
+    d = ImageDraw.Draw(img)
+    pitch, v = rng.randint(8, 14), bg + rng.randint(15, 40)
+    for x in range(rng.randrange(pitch), W, pitch):
+        d.line([(x, 0), (x, H)], fill=(v, v, v, 255))
+    for y in range(rng.randrange(pitch), H, pitch):
+        d.line([(0, y), (W, y)], fill=(v, v, v, 255))
+    ink = rng.randint(170, 255)
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(24, 32)),
+           lambda: (ink, ink, ink, 255), 20, 6, W - 6, 0.12)
+    return img.convert("L")
+
+
+def _jpeg_wave(text: str, rng: random.Random) -> Image.Image:
+    """The captcha package's ImageCaptcha, saved as a low-quality JPEG (a holdout style)."""
+    img = _image_captcha(200, 70, (40, 46))(text, rng)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=rng.randint(12, 25))
+    buf.seek(0)
+    with Image.open(buf) as jpeg:
+        return jpeg.convert("RGB")
+
+
+def _long_digits(text: str, rng: random.Random) -> Image.Image:
+    """9-10 small coloured digits on a pale background, a sine wave through them (holdout)."""
+    import math
+
+    W, H = 320, 48
+    bg = tuple(rng.randint(220, 255) for _ in range(3))
+    img = Image.new("RGBA", (W, H), (*bg, 255))
+
+    def ink() -> Tuple[int, ...]:
+        return (rng.randint(0, 140), rng.randint(0, 140), rng.randint(0, 140), 255)
+
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(26, 32)),
+           ink, 12, 8, W - 8, 0.1)
+    d = ImageDraw.Draw(img)
+    amp, period, phase = rng.uniform(4, 12), rng.uniform(40, 90), rng.uniform(0, 6.3)
+    y0 = rng.uniform(0.35, 0.65) * H
+    d.line([(x, y0 + amp * math.sin(phase + 2 * math.pi * x / period)) for x in range(0, W, 2)],
+           fill=ink(), width=2)
+    return img.convert("RGB")
+
+
+def _square_blobs(text: str, rng: random.Random) -> Image.Image:
+    """4 letters across a 100x100 square over coloured blobs (a holdout style)."""
+    W = H = 100
+    img = Image.new("RGBA", (W, H), (255, 255, 255, 255))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(6, 12)):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(6, 22)
+        col = tuple(rng.randint(150, 250) for _ in range(3))
+        d.ellipse((x - r, y - r, x + r, y + r), fill=(*col, 255))
+    ink = tuple(rng.randint(0, 90) for _ in range(3))
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(26, 32)),
+           lambda: (*ink, 255), 25, 4, W - 4, 0.25)
+    return img.convert("RGB")
+
+
+#: Styles kept out of every tuning decision: drawn only to check that the defaults chosen on
+#: STYLES carry over to kinds of captcha they were not chosen on (light on dark, JPEG
+#: artefacts, long labels, a square image). Not in the default panel.
+HOLDOUT: Dict[str, Style] = {s.name: s for s in (
+    Style("inverted", DIGITS + UPPER, (5, 5), _inverted,
+          "grey 160x50, light glyphs on a dark grid, 5 of 36"),
+    Style("jpeg-wave", DIGITS + LOWER, (6, 6), _jpeg_wave,
+          "ImageCaptcha 200x70 as a JPEG of quality 12-25, 6 of 36"),
+    Style("long-digits", DIGITS, (9, 10), _long_digits,
+          "RGB 320x48, 9-10 small coloured digits and a sine wave"),
+    Style("square", LOWER, (4, 4), _square_blobs,
+          "RGB 100x100, 4 letters over coloured blobs"),
+)}
+#: Every style this script draws: the panel and the holdouts.
+ALL_STYLES: Dict[str, Style] = {**STYLES, **HOLDOUT}
+
+
 def label_of(style: Style, seed: int, index: int) -> str:
     rng = random.Random(f"panel-label-{style.name}-{seed}-{index}")
     k = rng.randint(*style.lengths)
@@ -297,7 +377,7 @@ def make_panel(out: Path, styles: Sequence[str], train: int, test: int, seed: in
     """``out/STYLE/train`` and ``out/STYLE/test`` for each style; test indices never overlap."""
     made: Dict[str, Dict[str, Path]] = {}
     for name in styles:
-        st = STYLES[name]
+        st = ALL_STYLES[name]
         made[name] = {
             "train": write_style(st, out / name / f"train-{train}-s{seed}", train, seed, 0, progress),
             "test": write_style(st, out / name / f"test-{test}-s{seed}", test, seed,
@@ -338,20 +418,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="panel folder (or PNG with --show)")
-    p.add_argument("--styles", default=",".join(STYLES), help="comma-separated subset")
+    p.add_argument("--styles", default=",".join(STYLES),
+                   help="comma-separated subset (default: the panel; the holdout styles "
+                        f"{', '.join(HOLDOUT)} only when named)")
     p.add_argument("--train", type=int, default=10000, help="training images per style")
     p.add_argument("--test", type=int, default=2000, help="unseen test images per style")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--show", metavar="STYLE", help="write a contact sheet of STYLE to --out")
     a = p.parse_args(argv)
     if a.show:
-        if pick_styles(a.show, list(STYLES), "style_panel", "--show") is None:
+        if pick_styles(a.show, list(ALL_STYLES), "style_panel", "--show") is None:
             return 2
         buf = io.BytesIO()
-        contact_sheet(STYLES[a.show], seed=a.seed).save(buf, "PNG")
+        contact_sheet(ALL_STYLES[a.show], seed=a.seed).save(buf, "PNG")
         a.out.write_bytes(buf.getvalue())
         return 0
-    names = pick_styles(a.styles, list(STYLES), "style_panel")
+    names = pick_styles(a.styles, list(ALL_STYLES), "style_panel")
     if names is None:
         return 2
     for name, parts in make_panel(a.out, names, a.train, a.test, a.seed).items():

@@ -16,9 +16,9 @@ pytest.importorskip("captcha")
 panel = load_file_module(Path(__file__).resolve().parents[1] / "scripts" / "style_panel.py")
 
 
-@pytest.mark.parametrize("name", list(panel.STYLES))
+@pytest.mark.parametrize("name", list(panel.ALL_STYLES))
 def test_a_style_is_a_pure_function_of_seed_and_index(name: str) -> None:
-    style = panel.STYLES[name]
+    style = panel.ALL_STYLES[name]
     text, img = panel.draw(style, 3, 17)
     again_text, again = panel.draw(style, 3, 17)
     assert text == again_text and np.array_equal(np.asarray(img), np.asarray(again))
@@ -40,6 +40,18 @@ def test_the_styles_have_the_modes_and_sizes_they_promise() -> None:
     assert 5 <= np.median(faint) - np.percentile(faint, 1) <= 40  # faint: low contrast ink
     lengths = {len(panel.draw(panel.STYLES["wide-color"], 0, i)[0]) for i in range(60)}
     assert lengths == set(range(4, 9))  # variable length 4-8
+
+
+def test_the_holdout_styles_are_apart_and_what_they_promise() -> None:
+    assert set(panel.HOLDOUT).isdisjoint(panel.STYLES)
+    inv = np.asarray(panel.draw(panel.HOLDOUT["inverted"], 0, 1)[1])
+    assert inv.shape == (50, 160) and np.median(inv) < 110  # light glyphs on a dark ground
+    jpeg = panel.draw(panel.HOLDOUT["jpeg-wave"], 0, 2)[1]
+    assert jpeg.mode == "RGB" and jpeg.size == (200, 70)
+    long_text, long_img = panel.draw(panel.HOLDOUT["long-digits"], 0, 3)
+    assert long_img.size == (320, 48) and long_text.isdigit() and 9 <= len(long_text) <= 10
+    assert panel.draw(panel.HOLDOUT["square"], 0, 4)[1].size == (100, 100)
+    assert panel.main(["--out", "x", "--show", "nope"]) == 2  # holdouts are named, not others
 
 
 def test_write_style_writes_a_complete_labelled_folder(tmp_path: Path) -> None:
