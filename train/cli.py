@@ -221,6 +221,7 @@ def _check_args(a: argparse.Namespace) -> None:
         (a.batch_size >= 1, f"--batch-size must be >= 1; got {a.batch_size}"),
         (math.isfinite(a.lr) and a.lr > 0, f"--lr must be > 0; got {a.lr}"),
         (0.0 <= a.ema < 1.0, f"--ema must be at least 0 and below 1; got {a.ema}"),
+        (0.0 <= a.dropout < 1.0, f"--dropout must be at least 0 and below 1; got {a.dropout}"),
         (a.warmup_epochs is None or a.warmup_epochs >= 0, f"--warmup-epochs must be >= 0; got {a.warmup_epochs}"),
         (a.patience >= 0, f"--patience must be >= 0; got {a.patience}"),
         (a.max_minutes >= 0, f"--max-minutes must be >= 0; got {a.max_minutes}"),
@@ -365,8 +366,6 @@ def prepare(a: argparse.Namespace) -> Any:
                       .split(","))
     except ValueError:
         raise D.TrainDataError(f"--convs must be three ints like 1,2,2; got {a.convs!r}") from None
-    if not 0.0 <= a.dropout < 1.0:
-        raise D.TrainDataError(f"--dropout must be at least 0 and below 1; got {a.dropout}")
     arch: Dict[str, Any] = {"size": a.size, "filters": filters, "dense": a.dense, "rnn": a.rnn,
                             "time_pool": a.time_pool, "convs": convs, "stem": a.stem,
                             "skip": a.skip == "on", "head": a.head, "dropout": a.dropout}
