@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -174,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Callable[[argparse.Namespace], int] = args.func
+    # Pillow logs what it refuses in a hostile file (e.g. TIFF's "More samples per pixel than
+    # can be decoded") and then raises; with no handler, logging prints that to stderr beside
+    # our own one-line error for the file. The raise is what we report.
+    logging.getLogger("PIL").addHandler(logging.NullHandler())
     with contextlib.suppress(AttributeError, ValueError):  # names and texts never stop output
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:

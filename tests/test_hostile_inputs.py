@@ -396,3 +396,27 @@ def test_min_length_beyond_the_frames_is_a_usage_error(rec: Recognizer, scratch:
     assert res.returncode == 2 and res.stdout == b""
     (line,) = res.stderr.decode().splitlines()
     assert line.startswith("captcha-edge: error: ") and "min_length" in line
+
+
+
+def test_pillow_log_records_do_not_reach_stderr(scratch: Path) -> None:
+    """A hostile TIFF makes Pillow log an error before it raises (hypothesis found one); the CLI
+    prints its own one-line error for the file and nothing else on stderr. A fresh process:
+    pytest's own log handlers would hide what logging prints without one."""
+    bad = scratch / "bad.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 60)
+    script = (
+        "import logging, sys\n"
+        "from PIL import Image\n"
+        "real = Image.open\n"
+        "def noisy(fp, *a, **k):\n"
+        "    logging.getLogger('PIL.TiffImagePlugin').error('More samples per pixel: %s', 2048)\n"
+        "    return real(fp, *a, **k)\n"
+        "Image.open = noisy\n"
+        "from captcha_edge.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    res = subprocess.run([sys.executable, "-c", script, "predict", "-m", str(INT8), "--json",
+                          str(bad)], capture_output=True, check=False, timeout=120)
+    assert res.returncode == 1
+    assert b"More samples" not in res.stderr, res.stderr
+    assert json.loads(res.stdout)["error"].startswith(f"{bad}: ")
