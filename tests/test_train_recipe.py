@@ -59,6 +59,32 @@ def test_ema_swap_exchanges_the_weights_with_their_average_and_back() -> None:
         np.testing.assert_array_equal(v.numpy(), w)
 
 
+def test_resume_refuses_another_ema_with_one_line(tmp_path) -> None:
+    """The moving averages are optimizer variables in the checkpoint: a resume with another
+    --ema would fail inside Keras' loader, so load_state names the option instead. A checkpoint
+    from before --ema existed (no key) was trained without it."""
+    import json
+    from types import SimpleNamespace
+
+    from captcha_edge.train.fit import load_state
+
+    cfg = ModelConfig(num_classes=5, height=32, width=64)
+    p = SimpleNamespace(charset="abcd", model_config=cfg, recipe={"height": 32, "width": 64})
+    ck = tmp_path / "checkpoint"
+    ck.mkdir()
+    (ck / "last.weights.h5").write_bytes(b"")
+    state = {"charset": "abcd", "model_config": cfg.to_dict(), "preprocess": p.recipe,
+             "next_epoch": 1}
+    (ck / "state.json").write_text(json.dumps(state))
+    assert load_state(tmp_path, p, 0.0)["next_epoch"] == 1  # no key: trained without --ema
+    with pytest.raises(D.TrainDataError, match=r"--ema 0, not 0\.999"):
+        load_state(tmp_path, p, 0.999)
+    (ck / "state.json").write_text(json.dumps({**state, "ema": 0.999}))
+    assert load_state(tmp_path, p, 0.999)["next_epoch"] == 1
+    with pytest.raises(D.TrainDataError, match=r"--ema 0\.999, not 0;"):
+        load_state(tmp_path, p, 0.0)
+
+
 def test_new_runs_default_to_the_budget_chosen_graph_and_the_skip() -> None:
     a = cli.build_parser().parse_args(["--synthetic", "8", "--out", "x"])
     assert a.stem == "auto" and a.convs == "auto" and a.skip == "on" and a.epochs == "auto"

@@ -351,12 +351,14 @@ class _Tracker:
             "model_config": self.p.model_config.to_dict(),
             "preprocess": self.p.recipe,
             "epochs": self.o.epochs,
+            "ema": self.o.ema,
         }
         report.write_json(self.o.out / CHECKPOINT_DIR / "state.json", state)
 
 
-def load_state(out: Path, p: Prepared) -> Dict[str, Any]:
-    """Read ``RUN/checkpoint/state.json`` for ``--resume`` and check it matches this run."""
+def load_state(out: Path, p: Prepared, ema: float = 0.0) -> Dict[str, Any]:
+    """Read ``RUN/checkpoint/state.json`` for ``--resume`` and check it matches this run
+    (``ema``: this run's ``--ema``; the averages are optimizer variables in the checkpoint)."""
     path = out / CHECKPOINT_DIR / "state.json"
     if not path.is_file() or not (out / CHECKPOINT_DIR / "last.weights.h5").is_file():
         raise TrainDataError(f"--resume: no checkpoint in {out / CHECKPOINT_DIR} "
@@ -370,6 +372,10 @@ def load_state(out: Path, p: Prepared) -> Dict[str, Any]:
         if state.get(key) != now:
             raise TrainDataError(f"--resume: the checkpoint was trained with a different {key} "
                                  f"({state.get(key)!r} vs {now!r}); repeat the original options")
+    before = float(state.get("ema", 0.0))  # checkpoints older than --ema had none
+    if before != ema:
+        raise TrainDataError(f"--resume: the checkpoint was trained with --ema {before:g}, not "
+                             f"{ema:g}; repeat the original options")
     return dict(state)
 
 
@@ -427,7 +433,7 @@ def swap_ema_weights(optimizer: Any) -> None:
 
 def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
-    state = load_state(o.out, p) if o.resume else {}
+    state = load_state(o.out, p, o.ema) if o.resume else {}
     strategy, gpu = configure_tensorflow(o.threads, o.seed, o.mixed_precision)
     import keras
 
