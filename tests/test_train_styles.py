@@ -287,6 +287,15 @@ def test_init_from_with_a_new_charset(tmp_path):
     with pytest.raises(D.TrainDataError, match="--init-from"):
         _prepare("--data-dir", str(second), "--label-pattern", "^([a-z0-9]+)_",
                  "--init-from", str(run_a), "--width", "256")
+    # an architecture option that the warm start would ignore is refused; the same value is not
+    for opt, val in (("--dropout", "0.1"), ("--size", "large"), ("--convs", "1,1,2"),
+                     ("--head", "lstm")):
+        with pytest.raises(D.TrainDataError, match=f"^{opt} {val} differs from the --init-from"):
+            _prepare("--data-dir", str(second), "--label-pattern", "^([a-z0-9]+)_",
+                     "--init-from", str(run_a), opt, val)
+    assert _prepare("--data-dir", str(second), "--label-pattern", "^([a-z0-9]+)_",
+                    "--init-from", str(run_a), "--convs", "1, 2,1",
+                    "--head", "conv").model_config.convs == (1, 2, 1)
 
     # the weights: every layer but the output copied; shared symbols keep their output rows
     old = keras.models.load_model(str(run_a / "model.keras"), compile=False)

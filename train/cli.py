@@ -272,6 +272,27 @@ def _read_init_from(path: Path) -> Any:
     return start, recipe
 
 
+def _check_warm_start_arch(a: argparse.Namespace, arch: Dict[str, Any]) -> None:
+    """With ``--init-from`` the earlier run's architecture wins: an architecture option given
+    with another value than that run's would otherwise be ignored without a word."""
+    defaults = build_parser()
+    theirs = {"size": arch["size"], "head": arch["head"], "skip": "on" if arch["skip"] else "off",
+              "stem": arch["stem"], "dropout": arch["dropout"], "time_pool": arch["time_pool"],
+              "convs": ",".join(str(c) for c in arch["convs"]),
+              "filters": ",".join(str(f) for f in arch["filters"]), "dense": arch["dense"],
+              "rnn": arch["rnn"]}
+    for dest, source in theirs.items():
+        given = getattr(a, dest)
+        if given is None or given == defaults.get_default(dest):
+            continue
+        if isinstance(given, str) and "," in given:
+            given = ",".join(p.strip() for p in given.split(","))
+        if given != source:
+            flag = "--" + dest.replace("_", "-")
+            raise D.TrainDataError(f"{flag} {given} differs from the --init-from model's "
+                                   f"{source}; a warm start keeps the architecture (drop {flag})")
+
+
 def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
                   time_pool: int, init_recipe: Optional[Dict[str, Any]],
                   stem: str = "pool", head: str = "lstm") -> Dict[str, Any]:
@@ -380,6 +401,7 @@ def prepare(a: argparse.Namespace) -> Any:
         arch["stem"] = src.get("stem", "pool")
         arch["skip"] = bool(src.get("skip", False))
         arch["head"] = src.get("head", "lstm")
+        _check_warm_start_arch(a, arch)
     lengths = D.parse_length_range(a.synthetic_length)
     charset = D.check_charset(a.charset) if a.charset is not None else None
 
