@@ -18,6 +18,7 @@ Examples:
   python scripts/bench_styles.py --plot docs/img/panel_curves.png --config defaults-30min
   python scripts/bench_styles.py --styles swust --minutes 8 --clock cpu
   python scripts/bench_styles.py --styles digits-color --config deeper -- --convs 1,2,2
+  python scripts/bench_styles.py --styles small --train-images 1500 --config n1500-30min-cpu
 """
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ for _name in SYNTHETIC:
     STYLES[_name] = ["--data-dir", "{train}", "--labels", "{train}/labels.csv"]
 
 
-def panel_folders(style: str, seed: int = 0) -> Dict[str, Path]:
-    """``{"train", "test"}`` folders of a synthetic style, drawn on first use."""
-    return _style_panel().make_panel(PANEL, [style], PANEL_TRAIN, PANEL_TEST, seed)[style]
+def panel_folders(style: str, seed: int = 0, train: int = PANEL_TRAIN) -> Dict[str, Path]:
+    """``{"train", "test"}`` folders of a synthetic style (``train`` labelled images, hash-split
+    by captcha-train; the same unseen test folder whatever ``train`` is), drawn on first use."""
+    return _style_panel().make_panel(PANEL, [style], train, PANEL_TEST, seed)[style]
 
 
 def score_test(model: Path, folder: Path) -> Dict[str, Any]:
@@ -154,7 +156,7 @@ def bench_one(style: str, config: str, extra: List[str], a: argparse.Namespace) 
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
-    folders = panel_folders(style) if style in SYNTHETIC else {}
+    folders = panel_folders(style, train=a.train_images) if style in SYNTHETIC else {}
     args = [x.format(data=str(a.data), train=str(folders.get("train", ""))) for x in STYLES[style]]
     budget = ["--max-minutes", str(a.minutes), "--budget-clock", a.clock] if a.minutes else []
     nice = ["nice", "-n", str(a.nice)] if a.nice else []
@@ -325,6 +327,9 @@ def main(argv: Any = None) -> int:
     p.add_argument("--nice", type=int, default=5, help="run the children with nice -n N")
     p.add_argument("--no-export", dest="export", action="store_false",
                    help="skip captcha-export --int8")
+    p.add_argument("--train-images", type=int, default=PANEL_TRAIN, metavar="N",
+                   help=f"labelled images drawn per synthetic style (default {PANEL_TRAIN}; "
+                        "fewer: the small-data regime of a real site's few thousand)")
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     p.add_argument("--runs", type=Path, default=RUNS, help="where run folders go (git-ignored)")
     p.add_argument("--note", default="", help="free text stored with each entry")
@@ -348,6 +353,10 @@ def main(argv: Any = None) -> int:
     if a.plot is not None:
         return plot(json.loads(out.read_text()) if out.exists() else [], a.config, a.plot,
                     styles)
+    if a.train_images < 100:
+        print(f"bench_styles: error: --train-images must be >= 100; got {a.train_images}",
+              file=sys.stderr)
+        return 2
     if a.record is not None and len(styles) != 1:
         print("bench_styles: error: --record needs exactly one --styles entry", file=sys.stderr)
         return 2
