@@ -169,6 +169,40 @@ def test_fit_budget_keeps_what_fits_and_shrinks_what_does_not() -> None:
     assert D.fit_budget(64, 640, 3, "s4", 0, min_width=320)[:2] == (64, 640)  # no budget
 
 
+def test_tall_inputs_keep_their_height_only_where_the_finest_graph_fits() -> None:
+    sizes = [(200, 80)] * 10  # scratch-grey's size, 6-character labels
+    assert D.choose_geometry(sizes, 6)[:2] == (64, 240)  # the usual bound
+    h, w, why = D.tall_geometry(sizes, 6, 8, 1, 30 * 60, "conv")
+    assert (h, w) == (80, 240) and "the s2 graph still fits" in why and why.startswith("240x80")
+    assert 30 * 60 * 1000 / D.train_ms_per_image(80, 240, 1, "s2", "conv") >= D.MIN_BUDGET_IMAGES
+    assert D.tall_geometry(sizes, 6, 8, 1, 10 * 60, "conv") is None  # no room: 64 and the cost
+    assert D.tall_geometry(sizes, 6, 8, 1, 0, "conv") is None  # no budget: as before
+    assert D.tall_geometry([(160, 60)] * 10, 5, 8, 3, 30 * 60, "conv") is None  # not above 60
+    assert D.tall_geometry([(200, 50)] * 10, 5, 8, 1, 30 * 60, "conv") is None  # v2: unchanged
+    assert D.tall_geometry([(100, 100)] * 10, 4, 8, 3, 30 * 60, "conv")[:2] == (80, 160)
+    assert D.tall_geometry([(300, 150)] * 10, 5, 8, 1, 30 * 60, "conv")[0] == 80  # the cap
+
+
+def test_cli_takes_the_tall_input_only_with_the_auto_choices(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(12):
+        Image.new("L", (200, 80), 230).save(data / f"abcde{i % 3}_{i}.png")
+    base = ["--data-dir", str(data), "--label-pattern", "^([a-z0-9]+)_", "--out",
+            str(tmp_path / "r"), "-q"]
+
+    def geometry(*extra: str) -> tuple:
+        cfg = cli.prepare(cli.build_parser().parse_args([*base, *extra])).model_config
+        return cfg.width, cfg.height, cfg.stem
+
+    assert geometry() == (240, 80, "s2")  # the 30-minute default has room
+    assert geometry("--max-minutes", "10") == (240, 64, "s4")
+    assert geometry("--stem", "s2") == (240, 64, "s2")  # a given graph: the usual bound
+    assert geometry("--height", "64")[:2] == (240, 64)
+
+
 def test_cli_prints_the_cost_reason(tmp_path, capsys) -> None:
     from PIL import Image
 

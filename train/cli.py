@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) hides the progress lines;
 # keep warnings and errors only. Must be set before TensorFlow is imported anywhere.
@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=_auto_int("--height"), default="auto",
                    help="model input height, or auto (default): the median image height within "
                         f"{D.AUTO_HEIGHT[0]}..{D.AUTO_HEIGHT[1]}, raised with the width to keep "
-                        "the aspect ratio")
+                        f"the aspect ratio; images taller than {D.AUTO_HEIGHT[1]} keep up to "
+                        f"{D.TALL_HEIGHT} rows when the finest --stem auto graph still fits the "
+                        "budget")
     g.add_argument("--width", type=_auto_int("--width"), default="auto",
                    help="model input width (a multiple of --time-pool; frames = width / "
                         "--time-pool), or auto (default): "
@@ -316,6 +318,7 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
                                    "preprocessing (drop --contrast)")
         return {**choice, "stem": stem, "convs": None, "reasons": reasons, "stats": {}}
     stats: Dict[str, Any] = {}
+    sizes: List[Tuple[int, int]] = []
     if "auto" in (a.height, a.width):
         sizes = D.image_sizes(real)
         if sizes:
@@ -357,6 +360,11 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
     channels = 3 if choice["color"] == "RGB" else 1
     budget = a.max_minutes * 60
     convs: Optional[Tuple[int, ...]] = None  # None: as given (or the default for a given stem)
+    if stem == "auto" and a.height == "auto" and a.width == "auto":
+        # images taller than 64 keep up to 80 rows where the finest graph still fits the budget
+        tall = D.tall_geometry(sizes, max_len, time_pool, channels, budget, head)
+        if tall is not None:
+            choice["height"], choice["width"], reasons["geometry"] = tall
     if stem == "auto":  # the finest graph the budget has room for, at the chosen input
         stem, convs, reasons["stem"] = D.choose_graph(choice["height"], choice["width"],
                                                       channels, budget, S4_MIN_HEIGHT, head)

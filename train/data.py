@@ -394,6 +394,11 @@ def summarize(samples: Sequence[Sample], charset: str) -> Dict[str, Any]:
 FRAMES_PER_CHAR = 5
 #: The auto height stays within these bounds (the conv stack pools the height by 8).
 AUTO_HEIGHT = (32, 64)
+#: ... except that images taller than 64 keep their height up to this one when the finest graph
+#: still fits :data:`MIN_BUDGET_IMAGES` in the budget at the taller input (``tall_geometry``):
+#: scratch-grey (200x80, thin glyphs under scratches) read 83.1 % of its unseen images at 240x80
+#: against 77.9 % at 240x64, 30 CPU-minutes each (docs/train.md, "Tall inputs").
+TALL_HEIGHT = 80
 AUTO_MAX_WIDTH = 640
 #: A pixel is "ink" when a channel differs from the image's median colour by more than this.
 INK_DELTA = 48
@@ -628,10 +633,11 @@ def fit_budget(height: int, width: int, channels: int, stem: str, budget_seconds
 
 
 def choose_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int,
-                    time_pool: int = 8) -> Tuple[int, int, str]:
+                    time_pool: int = 8, max_height: int = AUTO_HEIGHT[1]) -> Tuple[int, int, str]:
     """``(height, width, reason)`` from the images' ``(width, height)`` sizes.
 
-    Rule: height = median image height within :data:`AUTO_HEIGHT`; width = height x median
+    Rule: height = median image height within :data:`AUTO_HEIGHT` (the upper bound
+    ``max_height``: :func:`tall_geometry` asks for :data:`TALL_HEIGHT`); width = height x median
     aspect ratio, rounded to ``time_pool``. When that gives fewer than
     :data:`FRAMES_PER_CHAR` frames per character of the longest label, the width grows to give
     them, and the height grows with it (keeping the aspect ratio) up to the height limit.
@@ -642,7 +648,7 @@ def choose_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int,
     if max_label_length < 1 or time_pool < 1:
         raise ValueError(f"max_label_length and time_pool must be >= 1; got {max_label_length}, "
                          f"{time_pool}")
-    lo, hi = AUTO_HEIGHT
+    lo, hi = AUTO_HEIGHT[0], max_height
     med_h = float(np.median([h for _, h in sizes]))
     aspect = float(np.median([w / h for w, h in sizes]))
     height = int(round(min(max(med_h, lo), hi)))
@@ -662,3 +668,26 @@ def choose_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int,
                 f"{'ratio' if abs(width / height - aspect) < 0.05 * aspect else 'ratio as far as the height limit allows'})")
     width = min(width, AUTO_MAX_WIDTH)
     return height, width, f"{width}x{height}: {why}"
+
+
+def tall_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int, time_pool: int,
+                  channels: int, budget_seconds: float, head: str = "lstm"
+                  ) -> Optional[Tuple[int, int, str]]:
+    """The geometry of :func:`choose_geometry` with the height bound raised to
+    :data:`TALL_HEIGHT` (and never above the median image's height), when that is taller than the usual choice and the finest of
+    :data:`AUTO_GRAPHS` still fits :data:`MIN_BUDGET_IMAGES` in ``budget_seconds`` at it; else
+    None (images no taller than 64, no budget, or a budget without room for the finest graph:
+    the usual height and graph)."""
+    if not sizes or budget_seconds <= 0:
+        return None
+    usual = choose_geometry(sizes, max_label_length, time_pool)
+    native = int(np.median([h for _, h in sizes]))  # taller than the images adds no detail
+    h, w, why = choose_geometry(sizes, max_label_length, time_pool, min(TALL_HEIGHT, native))
+    if h <= usual[0]:
+        return None
+    stem, _convs, factor = AUTO_GRAPHS[0]
+    n = budget_seconds * 1000.0 / graph_ms_per_image(h, w, channels, stem, factor, head)
+    if n < MIN_BUDGET_IMAGES:
+        return None
+    return h, w, (f"{why}; taller than {AUTO_HEIGHT[1]} (up to {TALL_HEIGHT}): the {stem} graph "
+                  f"still fits ~{n / 1000:.0f}k training images at {w}x{h}")
