@@ -183,18 +183,25 @@ def test_tall_inputs_keep_their_height_only_where_the_finest_graph_fits() -> Non
     assert D.tall_geometry([(300, 150)] * 10, 5, 8, 1, 30 * 60, "conv")[0] == 80  # the cap
 
 
-def test_cli_takes_the_tall_input_only_with_the_auto_choices(tmp_path, capsys) -> None:
+def _blank_set(tmp_path, size: tuple, label: str, n: int):
+    """``n`` blank grey images of ``size`` labelled ``label`` + a digit; ``prepare(*options)``
+    returns the ModelConfig the CLI chooses for them (no TensorFlow)."""
     from PIL import Image
 
     data = tmp_path / "d"
     data.mkdir()
-    for i in range(12):
-        Image.new("L", (200, 80), 230).save(data / f"abcde{i % 3}_{i}.png")
+    for i in range(n):
+        Image.new("L", size, 255).save(data / f"{label}{i % 3}_{i}.png")
     base = ["--data-dir", str(data), "--label-pattern", "^([a-z0-9]+)_", "--out",
             str(tmp_path / "r"), "-q"]
+    return lambda *extra: cli.prepare(cli.build_parser().parse_args([*base, *extra])).model_config
+
+
+def test_cli_takes_the_tall_input_only_with_the_auto_choices(tmp_path) -> None:
+    prepare = _blank_set(tmp_path, (200, 80), "abcde", 12)
 
     def geometry(*extra: str) -> tuple:
-        cfg = cli.prepare(cli.build_parser().parse_args([*base, *extra])).model_config
+        cfg = prepare(*extra)
         return cfg.width, cfg.height, cfg.stem
 
     assert geometry() == (240, 80, "s2")  # the 30-minute default has room
@@ -251,17 +258,10 @@ def test_a_tiny_panel_style_learns_with_the_defaults(tmp_path) -> None:
 def test_stem_auto_counts_the_budget(tmp_path) -> None:
     """--stem auto: the s2 graph (a second conv in block 3) where the budget has room for it or
     below s4's height, else s4 with one conv a block; --convs given wins."""
-    from PIL import Image
-
-    data = tmp_path / "d"
-    data.mkdir()
-    for i in range(10):
-        Image.new("L", (96, 24), 255).save(data / f"ab{i % 2}_{i}.png")
-    base = ["--data-dir", str(data), "--label-pattern", "^([a-z0-9]+)_", "--out",
-            str(tmp_path / "r"), "-q"]
+    prepare = _blank_set(tmp_path, (96, 24), "ab", 10)
 
     def graph(*extra: str) -> tuple:
-        cfg = cli.prepare(cli.build_parser().parse_args([*base, *extra])).model_config
+        cfg = prepare(*extra)
         return cfg.stem, tuple(cfg.convs)
 
     assert graph("--height", "24", "--width", "96", "--max-minutes", "1") == ("s2", (1, 1, 2))
@@ -270,9 +270,7 @@ def test_stem_auto_counts_the_budget(tmp_path) -> None:
     assert graph("--height", "40", "--width", "96", "--max-minutes", "0") == ("s2", (1, 1, 2))
     assert graph("--height", "40", "--width", "96", "--convs", "1,2,1") == ("s2", (1, 2, 1))
     assert graph("--height", "40", "--width", "96", "--stem", "s4") == ("s4", (1, 1, 1))
-    given = cli.prepare(cli.build_parser().parse_args([*base, "--height", "40", "--width", "96",
-                                                       "--stem", "pool"]))
-    assert given.model_config.stem == "pool"
+    assert prepare("--height", "40", "--width", "96", "--stem", "pool").stem == "pool"
 
 
 def test_head_defaults_to_the_lstm_and_round_trips() -> None:
