@@ -674,10 +674,10 @@ def tall_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int, time_
                   channels: int, budget_seconds: float, head: str = "lstm"
                   ) -> Optional[Tuple[int, int, str]]:
     """The geometry of :func:`choose_geometry` with the height bound raised to
-    :data:`TALL_HEIGHT` (and never above the median image's height), when that is taller than the usual choice and the finest of
-    :data:`AUTO_GRAPHS` still fits :data:`MIN_BUDGET_IMAGES` in ``budget_seconds`` at it; else
-    None (images no taller than 64, no budget, or a budget without room for the finest graph:
-    the usual height and graph)."""
+    :data:`TALL_HEIGHT` (never above the median image's height), when that is taller than the
+    usual choice and the finest of :data:`AUTO_GRAPHS` still fits :data:`MIN_BUDGET_IMAGES` in
+    ``budget_seconds`` at it; else None (images no taller than 64, no budget, or a budget
+    without room for the finest graph: the usual height and graph)."""
     if not sizes or budget_seconds <= 0:
         return None
     usual = choose_geometry(sizes, max_label_length, time_pool)
