@@ -20,6 +20,9 @@ def _model(head="conv", skip=True, seed=0):
 
     cfg = ModelConfig(num_classes=6, height=16, width=32, size="small", head=head, skip=skip,
                       time_pool=4)
+    # Seeded weights: unseeded, one draw in CI gave logits spanning 134 nats, and the narrow-step
+    # test's "3x finer" margin does not hold for every random model.
+    tf_keras.utils.set_random_seed(seed)
     m = build_inference_model(cfg, keras=tf_keras, batch_size=1)
     rng = np.random.default_rng(seed)
     # Wide logits, as a trained CTC model has: a confident blank and large weights.
@@ -68,7 +71,8 @@ def test_no_clip_without_calibration_images():
 
 
 @pytest.mark.slow
-def test_int8_logits_get_the_narrow_step():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_int8_logits_get_the_narrow_step(seed):
     """The clip is fused into the int8 FULLY_CONNECTED: its output tensor's scale is the clip's
     step, several times finer than the unclipped logits'."""
     pytest.importorskip("tensorflow")
@@ -76,7 +80,7 @@ def test_int8_logits_get_the_narrow_step():
     from captcha_edge.export.convert import to_tflite
     from captcha_edge.export.logitclip import clip_logits
 
-    m, images = _model()
+    m, images = _model(seed=seed)
     clipped, info = clip_logits(m, images, batch=1)
 
     def fc_scales(model):
@@ -92,10 +96,14 @@ def test_int8_logits_get_the_narrow_step():
     assert "CONCATENATION" in ops and "MUL" not in ops and ops[-1] == "SOFTMAX"
     # The clipped logits FC: 0..6 in 255 steps (ReLU6 fused), i.e. (hi - lo) / 255 nats; the
     # diagonal FC after it brings them back to nats with a step of its own, (hi - lo) / 255.
-    width = info["hi"] - info["lo"]
+    # The unclipped logits FC gets the raw span's step at least, so the clipped one is finer by
+    # the factor the clip narrowed the range (how much that is depends on the model: 2.6-6x for
+    # seeds 0-2 here; a fixed "3x" held for most random models, not all).
+    width, raw = info["hi"] - info["lo"], info["raw"][1] - info["raw"][0]
     assert min(narrow.values()) == pytest.approx(6.0 / 255, rel=0.02)
     assert max(narrow.values()) == pytest.approx(width / 255, rel=0.05)
-    assert width / 255 * 3 < max(plain.values())
+    assert max(plain.values()) >= 0.98 * raw / 255
+    assert max(plain.values()) / max(narrow.values()) >= 0.95 * raw / width > 1.5
 
 
 FIXTURE_RUN = Path(__file__).resolve().parent / "data" / "export_run"
