@@ -685,9 +685,8 @@ def tall_geometry(sizes: Sequence[Tuple[int, int]], max_label_length: int, time_
     h, w, why = choose_geometry(sizes, max_label_length, time_pool, min(TALL_HEIGHT, native))
     if h <= usual[0]:
         return None
-    stem, _convs, factor = AUTO_GRAPHS[0]
-    n = budget_seconds * 1000.0 / graph_ms_per_image(h, w, channels, stem, factor, head)
-    if n < MIN_BUDGET_IMAGES:
+    stem, _convs, graph_why = choose_graph(h, w, channels, budget_seconds, AUTO_HEIGHT[0], head)
+    if stem != AUTO_GRAPHS[0][0]:  # only the cheaper graph would fit: the usual height
         return None
     return h, w, (f"{why}; taller than {AUTO_HEIGHT[1]} (up to {TALL_HEIGHT}): the {stem} graph "
-                  f"still fits ~{n / 1000:.0f}k training images at {w}x{h}")
+                  f"still fits ({graph_why})")
