@@ -309,6 +309,45 @@ def _square_blobs(text: str, rng: random.Random) -> Image.Image:
     return img.convert("RGB")
 
 
+def _cased(text: str, rng: random.Random) -> Image.Image:
+    """Mixed case drawn with one font and size per captcha, so a lower-case letter is smaller
+    than its capital (unlike ImageCaptcha, which stretches every glyph's ink to the same height);
+    a holdout style."""
+    W, H = 180, 60
+    bg = tuple(rng.randint(225, 255) for _ in range(3))
+    img = Image.new("RGBA", (W, H), (*bg, 255))
+    ink = tuple(rng.randint(0, 120) for _ in range(3))
+    font = _font(rng.choice(("mono", "sans")), rng.randint(32, 38))
+    _place(img, text, rng, lambda: font, lambda: (*ink, 255), 15, 6, W - 6, 0.08)
+    d = ImageDraw.Draw(img)
+    for _ in range(2):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(20, 60)
+        d.arc((x - r, y - r, x + r, y + r), rng.uniform(0, 360), rng.uniform(0, 360),
+              fill=(*ink, 255), width=2)
+    for _ in range(rng.randint(60, 120)):
+        d.point((rng.randrange(W), rng.randrange(H)), fill=(*ink, 255))
+    return img.convert("RGB")
+
+
+def _overlap(text: str, rng: random.Random) -> Image.Image:
+    """6 glyphs packed so tight that they touch and overlap, and a thick wavy line of the ink
+    through them (as Java's SimpleCaptcha and 'gimpy' draw); grey; a holdout style."""
+    import math
+
+    W, H = 140, 50
+    bg = rng.randint(215, 250)
+    img = Image.new("RGBA", (W, H), (bg, bg, bg, 255))
+    ink = rng.randint(10, 80)
+    font = _font(rng.choice(("mono", "sans")), rng.randint(28, 33))
+    _place(img, text, rng, lambda: font, lambda: (ink, ink, ink, 255), 22, 8, W - 8, 0.1)
+    d = ImageDraw.Draw(img)
+    amp, period, phase = rng.uniform(3, 8), rng.uniform(50, 110), rng.uniform(0, 6.3)
+    y0 = rng.uniform(0.35, 0.65) * H
+    d.line([(x, y0 + amp * math.sin(phase + 2 * math.pi * x / period)) for x in range(0, W, 2)],
+           fill=(ink, ink, ink, 255), width=3)
+    return img.convert("L")
+
+
 #: Styles kept out of every tuning decision: drawn only to check that the defaults chosen on
 #: STYLES carry over to kinds of captcha they were not chosen on (light on dark, JPEG
 #: artefacts, long labels, a square image). Not in the default panel.
@@ -321,6 +360,10 @@ HOLDOUT: Dict[str, Style] = {s.name: s for s in (
           "RGB 320x48, 9-10 small coloured digits and a sine wave"),
     Style("square", LOWER, (4, 4), _square_blobs,
           "RGB 100x100, 4 letters over coloured blobs"),
+    Style("cased", "23456789" + "abcdefghjkmnpqrstuvwxyz" + "ABCDEFGHJKLMNPQRSTUVWXYZ",
+          (5, 5), _cased, "RGB 180x60, mixed case at one font size a captcha, 5 of 55"),
+    Style("overlap", "23456789abcdefghjkmnpqrstuvwxyz", (6, 6), _overlap,
+          "grey 140x50, 6 of 31 touching rotated glyphs and a thick wavy line"),
 )}
 #: Every style this script draws: the panel and the holdouts.
 ALL_STYLES: Dict[str, Style] = {**STYLES, **HOLDOUT}

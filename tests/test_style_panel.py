@@ -51,7 +51,31 @@ def test_the_holdout_styles_are_apart_and_what_they_promise() -> None:
     long_text, long_img = panel.draw(panel.HOLDOUT["long-digits"], 0, 3)
     assert long_img.size == (320, 48) and long_text.isdigit() and 9 <= len(long_text) <= 10
     assert panel.draw(panel.HOLDOUT["square"], 0, 4)[1].size == (100, 100)
+    cased = panel.draw(panel.HOLDOUT["cased"], 0, 5)[1]
+    assert cased.mode == "RGB" and cased.size == (180, 60)
+    overlap_text, overlap = panel.draw(panel.HOLDOUT["overlap"], 0, 6)
+    assert overlap.mode == "L" and overlap.size == (140, 50) and len(overlap_text) == 6
     assert panel.main(["--out", "x", "--show", "nope"]) == 2  # holdouts are named, not others
+
+
+def _ink(img: Image.Image) -> int:
+    grey = np.asarray(img.convert("L"), np.int16)
+    return int((grey < np.median(grey) - 50).sum())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cased_draws_lower_case_smaller_than_capitals(seed: int) -> None:
+    """The holdout 'cased' keeps the cue ImageCaptcha drops: with the same random draws (font,
+    size, places, noise), five lower-case letters leave clearly less ink than their capitals.
+    (ImageCaptcha stretches each glyph's ink to the font's height: there x, v, z, s, w leave
+    ~1.1x the ink of X, V, Z, S, W, see docs/train.md.)"""
+    import random
+
+    lower = _ink(panel._cased("xvzsw", random.Random(seed)))
+    upper = _ink(panel._cased("XVZSW", random.Random(seed)))
+    assert lower < 0.92 * upper
+    mixed = panel.STYLES["mixed-case"].draw  # ImageCaptcha: no size cue, bolder lower case
+    assert _ink(mixed("xvzsw", random.Random(seed))) > _ink(mixed("XVZSW", random.Random(seed)))
 
 
 def test_write_style_writes_a_complete_labelled_folder(tmp_path: Path) -> None:
