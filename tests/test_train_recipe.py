@@ -392,3 +392,31 @@ def test_patience_stops_only_in_the_last_quarter_of_the_schedule(monkeypatch, tm
     assert t.since_best == 2 and not t.stop_reason  # patience spent, but early in the schedule
     now["p"] = fit.PATIENCE_FROM
     assert t.on_epoch_end(3, {"loss": 1.0}) and t.stop_reason.startswith("early stop")
+
+
+def test_perfect_validation_stops_a_run_only_when_it_stays_perfect(monkeypatch, tmp_path) -> None:
+    """One lucky epoch at 100 % on a small validation split does not stop the run (it did: the
+    best epoch was perfect and nothing could beat it); N perfect epochs in a row do."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from captcha_edge.train import fit
+
+    scores = iter([1.0, 0.98, 0.97, 0.98, 0.96, 0.98, 1.0, 1.0, 1.0])
+
+    def evaluate(*a, **k):
+        acc = next(scores)
+        return {"val_loss": 0.1, "val_seq_acc": acc, "val_cer": 0.0 if acc == 1.0 else 0.01}, []
+
+    monkeypatch.setattr(fit, "evaluate", evaluate)
+    model = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=np.float32(1e-3)),
+                            get_weights=lambda: [])
+    p = SimpleNamespace(val_images=None, val_labels=[], charset="ab")
+    o = fit.Options(out=tmp_path, patience=9, augment=None)  # perfect for max(3, 9 // 3) epochs
+    t = fit._Tracker(p, o, model, np.zeros(1), {})  # type: ignore[arg-type]
+    monkeypatch.setattr(t, "save_weights", lambda which: None)
+    monkeypatch.setattr(t, "save_checkpoint", lambda **k: None)
+    t.progress = lambda: 0.2
+    stops = [t.on_epoch_end(e, {"loss": 1.0}) for e in range(8)]
+    assert stops == [False] * 8 and t.best_epoch == 1  # the lucky first epoch stays the best
+    assert t.on_epoch_end(8, {"loss": 1.0}) and t.stop_reason == "validation is perfect and stable"
