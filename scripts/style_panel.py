@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import random
 import sys
@@ -273,10 +274,17 @@ def _jpeg_wave(text: str, rng: random.Random) -> Image.Image:
         return jpeg.convert("RGB")
 
 
+def _wave(rng: random.Random, W: int, H: int, amp: Tuple[float, float],
+          period: Tuple[float, float]) -> List[Tuple[float, float]]:
+    """Points of a sine wave across the image: random amplitude, period and phase, centred at a
+    random height in the middle third."""
+    a, p, phase = rng.uniform(*amp), rng.uniform(*period), rng.uniform(0, 6.3)
+    y0 = rng.uniform(0.35, 0.65) * H
+    return [(x, y0 + a * math.sin(phase + 2 * math.pi * x / p)) for x in range(0, W, 2)]
+
+
 def _long_digits(text: str, rng: random.Random) -> Image.Image:
     """9-10 small coloured digits on a pale background, a sine wave through them (holdout)."""
-    import math
-
     W, H = 320, 48
     bg = tuple(rng.randint(220, 255) for _ in range(3))
     img = Image.new("RGBA", (W, H), (*bg, 255))
@@ -286,11 +294,7 @@ def _long_digits(text: str, rng: random.Random) -> Image.Image:
 
     _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(26, 32)),
            ink, 12, 8, W - 8, 0.1)
-    d = ImageDraw.Draw(img)
-    amp, period, phase = rng.uniform(4, 12), rng.uniform(40, 90), rng.uniform(0, 6.3)
-    y0 = rng.uniform(0.35, 0.65) * H
-    d.line([(x, y0 + amp * math.sin(phase + 2 * math.pi * x / period)) for x in range(0, W, 2)],
-           fill=ink(), width=2)
+    ImageDraw.Draw(img).line(_wave(rng, W, H, (4, 12), (40, 90)), fill=ink(), width=2)
     return img.convert("RGB")
 
 
@@ -332,19 +336,14 @@ def _cased(text: str, rng: random.Random) -> Image.Image:
 def _overlap(text: str, rng: random.Random) -> Image.Image:
     """6 glyphs packed so tight that they touch and overlap, and a thick wavy line of the ink
     through them (as Java's SimpleCaptcha and 'gimpy' draw); grey; a holdout style."""
-    import math
-
     W, H = 140, 50
     bg = rng.randint(215, 250)
     img = Image.new("RGBA", (W, H), (bg, bg, bg, 255))
     ink = rng.randint(10, 80)
     font = _font(rng.choice(("mono", "sans")), rng.randint(28, 33))
     _place(img, text, rng, lambda: font, lambda: (ink, ink, ink, 255), 22, 8, W - 8, 0.1)
-    d = ImageDraw.Draw(img)
-    amp, period, phase = rng.uniform(3, 8), rng.uniform(50, 110), rng.uniform(0, 6.3)
-    y0 = rng.uniform(0.35, 0.65) * H
-    d.line([(x, y0 + amp * math.sin(phase + 2 * math.pi * x / period)) for x in range(0, W, 2)],
-           fill=(ink, ink, ink, 255), width=3)
+    ImageDraw.Draw(img).line(_wave(rng, W, H, (3, 8), (50, 110)), fill=(ink, ink, ink, 255),
+                             width=3)
     return img.convert("L")
 
 

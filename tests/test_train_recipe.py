@@ -368,23 +368,32 @@ def test_contrast_auto_stretches_faint_styles_only(tmp_path, capsys) -> None:
     assert prepared(bold, "--contrast", "stretch").recipe["contrast"] == "stretch"
 
 
-def test_patience_stops_only_in_the_last_quarter_of_the_schedule(monkeypatch, tmp_path) -> None:
-    """--patience: a run whose validation stopped improving is stopped only once the schedule is
-    PATIENCE_FROM through (its learning rate decayed); before that it goes on."""
+def _tracker(monkeypatch, tmp_path, evaluate, patience):
+    """fit._Tracker over a stand-in model, its validation scores from ``evaluate``, nothing
+    written to disk."""
     from types import SimpleNamespace
 
     import numpy as np
     from captcha_edge.train import fit
 
-    flat = {"val_loss": 1.0, "val_seq_acc": 0.5, "val_cer": 0.1}
-    monkeypatch.setattr(fit, "evaluate", lambda *a, **k: (dict(flat), []))
+    monkeypatch.setattr(fit, "evaluate", evaluate)
     model = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=np.float32(1e-3)),
                             get_weights=lambda: [])
     p = SimpleNamespace(val_images=None, val_labels=[], charset="ab")
-    o = fit.Options(out=tmp_path, patience=2, augment=None)
+    o = fit.Options(out=tmp_path, patience=patience, augment=None)
     t = fit._Tracker(p, o, model, np.zeros(1), {})  # type: ignore[arg-type]
     monkeypatch.setattr(t, "save_weights", lambda which: None)
     monkeypatch.setattr(t, "save_checkpoint", lambda **k: None)
+    return t
+
+
+def test_patience_stops_only_in_the_last_quarter_of_the_schedule(monkeypatch, tmp_path) -> None:
+    """--patience: a run whose validation stopped improving is stopped only once the schedule is
+    PATIENCE_FROM through (its learning rate decayed); before that it goes on."""
+    from captcha_edge.train import fit
+
+    flat = {"val_loss": 1.0, "val_seq_acc": 0.5, "val_cer": 0.1}
+    t = _tracker(monkeypatch, tmp_path, lambda *a, **k: (dict(flat), []), patience=2)
     now = {"p": 0.1}
     t.progress = lambda: now["p"]
     assert not t.on_epoch_end(0, {"loss": 1.0})  # the best so far
@@ -397,25 +406,13 @@ def test_patience_stops_only_in_the_last_quarter_of_the_schedule(monkeypatch, tm
 def test_perfect_validation_stops_a_run_only_when_it_stays_perfect(monkeypatch, tmp_path) -> None:
     """One lucky epoch at 100 % on a small validation split does not stop the run (it did: the
     best epoch was perfect and nothing could beat it); N perfect epochs in a row do."""
-    from types import SimpleNamespace
-
-    import numpy as np
-    from captcha_edge.train import fit
-
     scores = iter([1.0, 0.98, 0.97, 0.98, 0.96, 0.98, 1.0, 1.0, 1.0])
 
     def evaluate(*a, **k):
         acc = next(scores)
         return {"val_loss": 0.1, "val_seq_acc": acc, "val_cer": 0.0 if acc == 1.0 else 0.01}, []
 
-    monkeypatch.setattr(fit, "evaluate", evaluate)
-    model = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=np.float32(1e-3)),
-                            get_weights=lambda: [])
-    p = SimpleNamespace(val_images=None, val_labels=[], charset="ab")
-    o = fit.Options(out=tmp_path, patience=9, augment=None)  # perfect for max(3, 9 // 3) epochs
-    t = fit._Tracker(p, o, model, np.zeros(1), {})  # type: ignore[arg-type]
-    monkeypatch.setattr(t, "save_weights", lambda which: None)
-    monkeypatch.setattr(t, "save_checkpoint", lambda **k: None)
+    t = _tracker(monkeypatch, tmp_path, evaluate, patience=9)  # perfect for max(3, 9 // 3) epochs
     t.progress = lambda: 0.2
     stops = [t.on_epoch_end(e, {"loss": 1.0}) for e in range(8)]
     assert stops == [False] * 8 and t.best_epoch == 1  # the lucky first epoch stays the best
