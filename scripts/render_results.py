@@ -314,6 +314,9 @@ PANEL_30_CONFIG = "conv-30min-cpu"
 #: The styles whose input the tall-input rule (data.tall_geometry) changed at 30 minutes were run
 #: again with it: their newest defaults are config tall-30min-cpu, preferred where present.
 PANEL_30_TALL = "tall-30min-cpu"
+#: The styles whose run stopped on the old "perfect and stable" rule (the best epoch perfect, not
+#: the last five) were run again with the new one: config stable-30min-cpu, preferred first.
+PANEL_30_STABLE = "stable-30min-cpu"
 #: What each style read before, at the same budget: the defaults with the BiLSTM head (the runs
 #: of the table this one replaced: s2 runs of dotted-digits and scratch-grey were recorded as
 #: s2-c112-30min-cpu, wide-color's s4 run as defaults-30min-cpu, the others as auto-30min-cpu).
@@ -335,7 +338,8 @@ PANEL_30_STYLES = PANEL_STYLES[:6] + ("faint-grey",) + PANEL_STYLES[6:]
 def _panel_30min(src: Sources) -> str:
     rows = []
     for style in PANEL_30_STYLES:
-        e = _entry(src, style, PANEL_30_TALL) or _entry(src, style, PANEL_30_CONFIG)
+        e = (_entry(src, style, PANEL_30_STABLE) or _entry(src, style, PANEL_30_TALL)
+             or _entry(src, style, PANEL_30_CONFIG))
         if e is None:
             rows.append([style] + ["not run"] + ["-"] * 8)
             continue
