@@ -156,6 +156,34 @@ def test_choose_graph_takes_the_finest_the_budget_has_room_for() -> None:
     assert D.choose_graph(64, 408, 3, 0, 32)[0] == "s2"  # no budget: the finest
 
 
+def test_the_finest_graph_takes_an_input_shrunk_to_four_fifths_before_s4() -> None:
+    """wide-color (408x64 RGB, 30 minutes): s2 at 328x52 read 98.5 % unseen, s4 at 408x64 95.9 %
+    (docs/train.md, "--stem auto"); never more than 0.8x a side, never below the labels' width."""
+    stem, convs, why = D.choose_graph(64, 408, 3, 30 * 60, 32, "conv", min_width=64)
+    assert (stem, convs) == ("s2", (1, 1, 2)) and "at 328x52, shrunk from 408x64" in why
+    # fit_budget with the chosen graph lands on the same input
+    assert D.fit_budget(64, 408, 3, "s2", 30 * 60, 64, head="conv")[:2] == (52, 328)
+    # 10 labels need 400 of the 408 columns: only the height could shrink, and 0.8x is not enough
+    stem, _, why = D.choose_graph(64, 408, 3, 30 * 60, 32, "conv", min_width=400)
+    assert stem == "s4" and "even at 0.8x each side" in why
+    # 10 minutes: s2 would need the input at less than 0.8x a side
+    assert D.choose_graph(64, 408, 3, 10 * 60, 32, "conv", min_width=64)[0] == "s4"
+    # without min_width (a given geometry, the tall rule) nothing shrinks: as before
+    assert D.choose_graph(64, 408, 3, 30 * 60, 32, "conv")[0] == "s4"
+
+
+def test_cli_shrinks_the_input_for_the_finest_graph_only_with_the_auto_choices(tmp_path) -> None:
+    prepare = _blank_set(tmp_path, (508, 80), "abcdef", 12)  # a wide grey style
+
+    def geometry(*extra: str) -> tuple:
+        cfg = prepare(*extra)
+        return cfg.width, cfg.height, cfg.stem
+
+    assert geometry() == (368, 58, "s2")  # 408x64 shrunk one step so that s2 fits 200k
+    assert geometry("--stem", "s4") == (408, 64, "s4")
+    assert geometry("--height", "64", "--width", "408") == (408, 64, "s4")  # given: no shrink
+
+
 def test_fit_budget_keeps_what_fits_and_shrinks_what_does_not() -> None:
     h, w, why = D.fit_budget(64, 240, 1, "s4", 30 * 60, min_width=240)
     assert (h, w) == (64, 240) and "30-min budget" in why

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stem", choices=("auto", *STEMS), default="auto",
                    help=f"first conv: auto (default) = s2 with a second conv in block 3 "
                         f"when the cost model fits {D.MIN_BUDGET_IMAGES // 1000}k training "
-                        f"images in the budget at the chosen input (or below a height of "
+                        f"images in the budget at the chosen input, shrunk to "
+                        f"{D.FINE_MIN_SCALE:g}x a side at most (or below a height of "
                         f"{S4_MIN_HEIGHT}), else {DEFAULT_STEM}; "
                         "s4 = stride 2 and a 2x2 max-pool, so the other "
                         "blocks see a quarter of the pixels (~2.5x cheaper per training image); "
@@ -365,14 +366,16 @@ def _choose_input(a: argparse.Namespace, real: Sequence[D.Sample], max_len: int,
         tall = D.tall_geometry(sizes, max_len, time_pool, channels, budget, head)
         if tall is not None:
             choice["height"], choice["width"], reasons["geometry"] = tall
+    auto_input = a.height == "auto" and a.width == "auto"  # the input may shrink to fit
+    min_w = min(max(time_pool * 2, time_pool * D.FRAMES_PER_CHAR * max_len), choice["width"])
     if stem == "auto":  # the finest graph the budget has room for, at the chosen input
         stem, convs, reasons["stem"] = D.choose_graph(choice["height"], choice["width"],
-                                                      channels, budget, S4_MIN_HEIGHT, head)
-    if a.height == "auto" and a.width == "auto":
+                                                      channels, budget, S4_MIN_HEIGHT, head,
+                                                      min_w if auto_input else None, time_pool)
+    if auto_input:
         # Never an input that cannot run enough steps in the budget (the cost model of data.py).
-        min_w = max(time_pool * 2, time_pool * D.FRAMES_PER_CHAR * max_len)
         h, w, why = D.fit_budget(choice["height"], choice["width"], channels, stem,
-                                 budget, min(min_w, choice["width"]), time_pool, head)
+                                 budget, min_w, time_pool, head)
         if why:
             choice["height"], choice["width"] = h, w
             reasons["geometry"] = (f"{w}x{h}: " if why.startswith("shrunk") else "") \

@@ -574,6 +574,11 @@ AUTO_GRAPHS: Tuple[Tuple[str, Tuple[int, int, int], float], ...] = (
 )
 
 
+#: ``--stem auto`` takes the finest graph at an input shrunk to no less than this share of each
+#: side (two of :func:`fit_budget`'s 10 % steps) rather than s4 at the full input.
+FINE_MIN_SCALE = 0.8
+
+
 def graph_ms_per_image(height: int, width: int, channels: int, stem: str, factor: float,
                        head: str) -> float:
     """Cost of one of :data:`AUTO_GRAPHS` (``factor``: its cost against s4, for the LSTM)."""
@@ -583,11 +588,18 @@ def graph_ms_per_image(height: int, width: int, channels: int, stem: str, factor
 
 
 def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
-                 min_height: int, head: str = "lstm") -> Tuple[str, Tuple[int, int, int], str]:
+                 min_height: int, head: str = "lstm", min_width: Optional[int] = None,
+                 time_pool: int = 8) -> Tuple[str, Tuple[int, int, int], str]:
     """``(stem, convs, reason)`` for ``--stem auto``: the first of :data:`AUTO_GRAPHS` with room
     for :data:`MIN_BUDGET_IMAGES` training images in ``budget_seconds`` of one core; with no
-    budget the finest; below ``min_height`` (what s4 needs) the s2 graph."""
+    budget the finest; below ``min_height`` (what s4 needs) the s2 graph.
+
+    With ``min_width`` (the narrowest input the labels allow) and the conv head, the finest graph
+    also counts as fitting when :func:`fit_budget` makes room for it by shrinking the input to no less than
+    :data:`FINE_MIN_SCALE` of each side: the fine graph at the smaller input read more than s4 at
+    the full one (wide-color and varlen, 30 CPU-minutes; docs/train.md, "--stem auto")."""
     fine, cheap = AUTO_GRAPHS[0], AUTO_GRAPHS[-1]
+    shrink = min_width is not None and head == "conv"
     if height < min_height:
         return fine[0], fine[1], f"{fine[0]}: a height of {height} is below s4's {min_height}"
     if budget_seconds <= 0:
@@ -600,8 +612,20 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
                    f"fit the {budget_seconds / 60:g}-min budget at {width}x{height}")
             if stem != fine[0]:
                 why += (f" (the finer {fine[0]} graph fits fewer than "
-                        f"{MIN_BUDGET_IMAGES // 1000}k)")
+                        f"{MIN_BUDGET_IMAGES // 1000}k"
+                        + (f", even at {FINE_MIN_SCALE:g}x each side)" if shrink else ")"))
             return stem, convs, why
+        if stem == fine[0] and shrink:
+            h, w, _ = fit_budget(height, width, channels, stem, budget_seconds,
+                                 min_width or width, time_pool, head)
+            n = budget_seconds * 1000.0 / train_ms_per_image(h, w, channels, stem, head)
+            if n >= MIN_BUDGET_IMAGES and h >= FINE_MIN_SCALE * height - 0.5 \
+                    and w >= FINE_MIN_SCALE * width - time_pool:
+                return stem, convs, (f"{stem}, convs {','.join(map(str, convs))}: ~{n / 1000:.0f}k "
+                                     f"training images fit the {budget_seconds / 60:g}-min budget "
+                                     f"at {w}x{h}, shrunk from {width}x{height} (the finest graph "
+                                     f"may shrink the input to {FINE_MIN_SCALE:g}x a side before "
+                                     f"a cheaper graph is taken)")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
