@@ -299,7 +299,9 @@ def plot(entries: List[Dict[str, Any]], config: str, path: Path,
     ax.set_xlabel("training CPU-minutes (one core)")
     ax.set_ylabel("validation sequence accuracy %")
     ax.set_ylim(0, 100)
-    ax.set_title(f"captcha-train defaults on the style panel ({configs[0]})")
+    used = [c for c in configs if any(e["config"] == c for e in newest.values())]
+    ax.set_title("captcha-train defaults on the style panel\n(" + ", ".join(used) + ")",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

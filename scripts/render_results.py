@@ -317,6 +317,12 @@ PANEL_30_TALL = "tall-30min-cpu"
 #: The styles whose run stopped on the old "perfect and stable" rule (the best epoch perfect, not
 #: the last five) were run again with the new one: config stable-30min-cpu, preferred first.
 PANEL_30_STABLE = "stable-30min-cpu"
+#: The two styles the 30-minute default had trained with s4 (wide-color, varlen) were run with
+#: the s2 graph at the input shrunk for it, which --stem auto has chosen since (same options,
+#: same seed): config s2-c112-forced-30min-cpu, preferred before all.
+PANEL_30_FINE_SHRINK = "s2-c112-forced-30min-cpu"
+#: Newest defaults first.
+PANEL_30_PREFERENCE = (PANEL_30_FINE_SHRINK, PANEL_30_STABLE, PANEL_30_TALL, PANEL_30_CONFIG)
 #: What each style read before, at the same budget: the defaults with the BiLSTM head (the runs
 #: of the table this one replaced: s2 runs of dotted-digits and scratch-grey were recorded as
 #: s2-c112-30min-cpu, wide-color's s4 run as defaults-30min-cpu, the others as auto-30min-cpu).
@@ -338,8 +344,7 @@ PANEL_30_STYLES = PANEL_STYLES[:6] + ("faint-grey",) + PANEL_STYLES[6:]
 def _panel_30min(src: Sources) -> str:
     rows = []
     for style in PANEL_30_STYLES:
-        e = (_entry(src, style, PANEL_30_STABLE) or _entry(src, style, PANEL_30_TALL)
-             or _entry(src, style, PANEL_30_CONFIG))
+        e = next((x for x in (_entry(src, style, c) for c in PANEL_30_PREFERENCE) if x), None)
         if e is None:
             rows.append([style] + ["not run"] + ["-"] * 8)
             continue
