@@ -595,9 +595,10 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
     budget the finest; below ``min_height`` (what s4 needs) the s2 graph.
 
     With ``min_width`` (the narrowest input the labels allow) and the conv head, the finest graph
-    also counts as fitting when :func:`fit_budget` makes room for it by shrinking the input to no less than
-    :data:`FINE_MIN_SCALE` of each side: the fine graph at the smaller input read more than s4 at
-    the full one (wide-color and varlen, 30 CPU-minutes; docs/train.md, "--stem auto")."""
+    also counts as fitting when :func:`fit_budget` makes room for it by shrinking the input to
+    no less than :data:`FINE_MIN_SCALE` of each side: the fine graph at the smaller input read
+    more than s4 at the full one (wide-color and varlen, 30 CPU-minutes; docs/train.md, "The
+    fine graph at a smaller input")."""
     fine, cheap = AUTO_GRAPHS[0], AUTO_GRAPHS[-1]
     shrink = min_width is not None and head == "conv"
     if height < min_height:
