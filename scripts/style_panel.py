@@ -33,7 +33,9 @@ import io
 import math
 import os
 import random
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -384,17 +386,31 @@ def write_style(style: Style, out: Path, count: int, seed: int, start: int = 0,
                 progress: bool = False) -> Path:
     """Write ``count`` samples of ``style`` (indices ``start..``) into ``out`` with labels.csv.
 
-    Files go to a temporary folder first, renamed into place when all are written, so a folder
-    that exists is complete.
+    Files go to a temporary folder of this call's own first, renamed into place when all are
+    written, so a folder that exists is complete; two processes drawing the same folder at once
+    (two benchmark runs of one style) each write their own and the first rename wins (the
+    pictures are a pure function of the arguments, so both are the same).
     """
     if out.exists():
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent))
+    try:
+        _draw_into(tmp, style, count, seed, start, progress)
+    except BaseException:  # Ctrl-C or a failed draw: no half-written folder is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another writer's complete folder is already in place
+        if not out.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+
+def _draw_into(folder: Path, style: Style, count: int, seed: int, start: int,
+               progress: bool) -> None:
     rows: List[Tuple[str, str]] = []
     rng_iter = range(start, start + count)
     if progress:
@@ -404,14 +420,12 @@ def write_style(style: Style, out: Path, count: int, seed: int, start: int = 0,
     for i in rng_iter:
         text, img = draw(style, seed, i)
         name = f"{i:07d}.png"
-        img.save(tmp / name)
+        img.save(folder / name)
         rows.append((name, text))
-    with (tmp / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+    with (folder / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(("file", "label"))
         w.writerows(rows)
-    os.replace(tmp, out)
-    return out
 
 
 def make_panel(out: Path, styles: Sequence[str], train: int, test: int, seed: int = 0,

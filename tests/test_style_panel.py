@@ -90,6 +90,34 @@ def test_write_style_writes_a_complete_labelled_folder(tmp_path: Path) -> None:
     assert panel.write_style(panel.STYLES["small"], out, 5, seed=1) == out  # kept, not redrawn
 
 
+def test_two_writers_of_one_folder_leave_it_complete(tmp_path: Path, monkeypatch) -> None:
+    """Two benchmark runs of one style draw its folder at once: the other writer starts after
+    this one and finishes first; both calls return the complete folder, no temporary is left."""
+    st, out, draw = panel.STYLES["small"], tmp_path / "small", panel.draw
+
+    def racing_draw(style, seed: int, index: int):
+        if index == 0 and not out.exists():
+            monkeypatch.setattr(panel, "draw", draw)
+            assert panel.write_style(st, out, 5, seed=1) == out
+        return draw(style, seed, index)
+
+    monkeypatch.setattr(panel, "draw", racing_draw)
+    assert panel.write_style(st, out, 5, seed=1) == out
+    rows = list(csv.reader((out / "labels.csv").open()))
+    assert len(rows) == 6 and all((out / name).is_file() for name, _ in rows[1:])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_failed_draw_leaves_no_folder(tmp_path: Path, monkeypatch) -> None:
+    def broken(style, seed: int, index: int):
+        raise RuntimeError("font missing")
+
+    monkeypatch.setattr(panel, "draw", broken)
+    with pytest.raises(RuntimeError):
+        panel.write_style(panel.STYLES["small"], tmp_path / "small", 5, seed=1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_style_is_one_error_line(capsys) -> None:
     assert panel.main(["--out", "x", "--styles", "small,nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
