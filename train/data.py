@@ -601,6 +601,11 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
     fine graph at a smaller input")."""
     fine, cheap = AUTO_GRAPHS[0], AUTO_GRAPHS[-1]
     shrink = min_width is not None and head == "conv"
+
+    def fits(stem: str, convs: Tuple[int, int, int], n: float, w: int, h: int) -> str:
+        return (f"{stem}, convs {','.join(map(str, convs))}: ~{n / 1000:.0f}k training images "
+                f"fit the {budget_seconds / 60:g}-min budget at {w}x{h}")
+
     if height < min_height:
         return fine[0], fine[1], f"{fine[0]}: a height of {height} is below s4's {min_height}"
     if budget_seconds <= 0:
@@ -609,8 +614,7 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
         ms = graph_ms_per_image(height, width, channels, stem, factor, head)
         n = budget_seconds * 1000.0 / ms
         if n >= MIN_BUDGET_IMAGES or (stem, convs, factor) == cheap:
-            why = (f"{stem}, convs {','.join(map(str, convs))}: ~{n / 1000:.0f}k training images "
-                   f"fit the {budget_seconds / 60:g}-min budget at {width}x{height}")
+            why = fits(stem, convs, n, width, height)
             if stem != fine[0]:
                 why += (f" (the finer {fine[0]} graph fits fewer than "
                         f"{MIN_BUDGET_IMAGES // 1000}k"
@@ -622,11 +626,10 @@ def choose_graph(height: int, width: int, channels: int, budget_seconds: float,
             n = budget_seconds * 1000.0 / train_ms_per_image(h, w, channels, stem, head)
             if n >= MIN_BUDGET_IMAGES and h >= FINE_MIN_SCALE * height - 0.5 \
                     and w >= FINE_MIN_SCALE * width - time_pool:
-                return stem, convs, (f"{stem}, convs {','.join(map(str, convs))}: ~{n / 1000:.0f}k "
-                                     f"training images fit the {budget_seconds / 60:g}-min budget "
-                                     f"at {w}x{h}, shrunk from {width}x{height} (the finest graph "
-                                     f"may shrink the input to {FINE_MIN_SCALE:g}x a side before "
-                                     f"a cheaper graph is taken)")
+                return stem, convs, (fits(stem, convs, n, w, h)
+                                     + f", shrunk from {width}x{height} (the finest graph may "
+                                     f"shrink the input to {FINE_MIN_SCALE:g}x a side before a "
+                                     f"cheaper graph is taken)")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
