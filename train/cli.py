@@ -22,6 +22,7 @@ from ..preprocess import CONTRASTS, OPTIONAL_RECIPE  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
 from .model import HEADS, S4_MIN_HEIGHT, SIZES, STEMS, ModelConfig  # noqa: E402
+from .tflog import quiet_native_stderr  # noqa: E402
 
 EPILOG = """\
 examples:
@@ -520,7 +521,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         augment = None if a.no_augment else parse_augment(a.augment)
         prepared = prepare(a)
         try:
-            import tensorflow  # noqa: F401
+            with quiet_native_stderr():
+                import tensorflow  # noqa: F401
         except ImportError:
             raise D.TrainDataError('captcha-train needs TensorFlow: pip install '
                                    '"captcha-edge[train]"') from None
@@ -539,7 +541,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        threads=a.threads,
                        max_minutes=a.max_minutes, budget_clock=a.budget_clock,
                        mixed_precision=a.mixed_precision, ema=a.ema,
-                       verbose=0 if a.quiet else 1)
+                       verbose=0 if a.quiet else 1,
+                       epochs_cap=a.epochs == "auto" and bool(a.max_minutes))
         a.out.mkdir(parents=True, exist_ok=True)
         metrics, code = train(prepared, opts)
     except D.TrainDataError as exc:

@@ -22,6 +22,7 @@ from .ctc import ctc_loss, pack_targets
 from .data import TrainDataError
 from .model import ModelConfig, build_model
 from .runinfo import RunInfo
+from .tflog import quiet_native_stderr
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -79,6 +80,9 @@ class Options:
     # epoch's evaluation, the best weights and the saved model use it (Polyak averaging).
     ema: float = 0.0
     verbose: int = 1
+    # True: ``epochs`` is only a cap that the time budget reaches first (--epochs auto), so each
+    # epoch's progress line gives the budget spent instead of "Epoch 3/10000".
+    epochs_cap: bool = False
 
 
 #: Augmentation also starts when the training loss falls below this share of the validation
@@ -136,8 +140,9 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
     Must run before any TensorFlow op executes (thread counts are fixed at first use).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    with quiet_native_stderr():
+        import keras
+        import tensorflow as tf
 
     if threads:
         try:
@@ -149,7 +154,8 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
             if tf.config.threading.get_intra_op_parallelism_threads() not in (0, threads):
                 print(f"warning: --threads {threads} ignored: TensorFlow is already initialised "
                       "in this process", file=sys.stderr)
-    gpus = tf.config.list_physical_devices("GPU")
+    with quiet_native_stderr():  # cuInit's error on a machine without a CUDA driver
+        gpus = tf.config.list_physical_devices("GPU")
     for g in gpus:
         try:
             tf.config.experimental.set_memory_growth(g, True)
@@ -441,6 +447,16 @@ def swap_ema_weights(optimizer: Any) -> None:
             avg.assign(live)
 
 
+def epoch_line(epoch: int, o: Options, used_seconds: float) -> str:
+    """The line before epoch ``epoch`` (0-based): "Epoch 3/40", or with a time budget
+    "Epoch 3 (4.2 of 30 CPU-min spent)" ("Epoch 3/40 (...)" when --epochs may end it first)."""
+    text = f"Epoch {epoch + 1}" + ("" if o.epochs_cap and o.max_minutes else f"/{o.epochs}")
+    if o.max_minutes:
+        unit = "CPU-min" if o.budget_clock == "cpu" else "min"
+        text += f" ({used_seconds / 60:.1f} of {o.max_minutes:g} {unit} spent)"
+    return text
+
+
 def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
     """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
     state = load_state(o.out, p, o.ema) if o.resume else {}
@@ -516,6 +532,19 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
             if tracker.on_epoch_end(epoch, logs if logs is not None else {}):
                 self.model.stop_training = True
 
+    class _Progbar(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
+        """Keras' progress bar; its epoch line counts the budget when the epochs only cap it."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            epochs: int = getattr(self, "epochs")
+            self.epochs = 1  # Keras prints its "Epoch i/N" only when N > 1
+            try:
+                super().on_epoch_begin(epoch, logs)
+            finally:
+                self.epochs = epochs
+            if self.verbose:
+                print(epoch_line(epoch, o, tracker.budget_used), flush=True)
+
     # Augmentation waits until the model first reads --augment-from of the validation set:
     # measured on swust, augmenting from the first step kept CTC on its all-blank plateau for
     # the whole budget (0 % after 7 epochs) where the same run without it read 87 % by epoch 3.
@@ -535,7 +564,8 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         try:
             train_model.fit(ds, epochs=o.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch,
-                            callbacks=[_Callback()], shuffle=False,  # tf.data shuffles
+                            callbacks=[_Callback(), _Progbar()],
+                            shuffle=False,  # tf.data shuffles
                             verbose=(1 if sys.stdout.isatty() else 2) if o.verbose else 0)
         except KeyboardInterrupt:
             interrupted = True
