@@ -56,9 +56,11 @@ exit status: 0 all read, 1 some inputs failed (the others are still answered),
     "eval": """examples:
   captcha-edge eval labelled_captchas/
   captcha-edge eval data/ --label-pattern '^(?P<label>[a-z0-9]+)_' --json
+  captcha-edge eval shots/ --labels shots/labels.csv      (captcha1.jpg,4821 rows)
   captcha-edge eval data/ --model run/model_int8.tflite --beam-width 8 --threads 2
 labels come from the file name: the regex is searched in the stem; group "label", else group 1,
-else the whole match is the label (default: the stem up to the first "_")""",
+else the whole match is the label (default: the stem up to the first "_"); or from a labels
+file, --labels or DIR's labels.csv / labels.tsv (read unless --label-pattern is given)""",
     "bench": """examples:
   captcha-edge bench
   captcha-edge bench --images captchas/ --n 500 --threads 2
@@ -128,9 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("eval", "measure accuracy, CER and latency on a folder of labelled images",
             [common, dec, threads])
-    p.add_argument("dir", metavar="DIR", help="folder of images whose names carry the label")
-    p.add_argument("--label-pattern", default=r"^[^_]+", metavar="REGEX",
-                   help="regex searched in each file stem to get its label")
+    p.add_argument("dir", metavar="DIR",
+                   help="folder of images whose names carry the label, or with a labels file")
+    p.add_argument("--labels", metavar="FILE",
+                   help="CSV/TSV of filename,label, file names relative to DIR (default: DIR's "
+                        "labels.csv or labels.tsv when there and no --label-pattern is given)")
+    p.add_argument("--label-pattern", default=None, metavar="REGEX",
+                   help="regex searched in each file stem to get its label (its first group, or "
+                        "the group named 'label'; default '^[^_]+': the stem up to the first _)")
     p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N")
     p.add_argument("--top-confusions", type=_positive, default=10, metavar="N",
                    help="most confused character pairs to list (default 10)")

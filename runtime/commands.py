@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .inputs import Input, expand, json_line, printable, recognize_all
+from .labels import LabelsFileError, find_labels_file, read_labels_file
 from .metrics import Tally
 from .synthetic import synthetic_pngs
 from .timing import bench_model, percentiles_ms
@@ -178,24 +179,57 @@ def _label(pattern: re.Pattern[str], name: str) -> str | None:
     return m.group(1) if pattern.groups else m.group(0)
 
 
+#: eval's --label-pattern when none is given: the stem up to the first "_" (``3b7fd_12.png``).
+DEFAULT_LABEL_PATTERN = r"^[^_]+"
+
+
+def _labelled_by_file(folder: Path, labels_file: Path) -> list[tuple[Input, str | None]]:
+    """The images a labels file names (relative to ``folder``), in its order, with their labels;
+    a missing image stays in the list and is reported unreadable, as in a batch."""
+    if not labels_file.is_file():
+        raise UsageError(f"--labels {labels_file}: no such file")
+    try:
+        rows = read_labels_file(labels_file)
+    except LabelsFileError as exc:
+        raise UsageError(f"--labels {labels_file}: {exc}") from None
+    seen: set[str] = set()
+    out: list[tuple[Input, str | None]] = []
+    for fname, label in rows:
+        if fname in seen:
+            raise UsageError(f"--labels {labels_file}: {fname} is listed twice")
+        seen.add(fname)
+        path = str(folder / fname)
+        out.append((Input(path, path), label))
+    return out
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a directory")
-    try:
-        pattern = re.compile(args.label_pattern)
-    except re.error as exc:
-        raise UsageError(f"--label-pattern {args.label_pattern!r}: invalid regular expression "
-                         f"({exc})") from None
-    listed = [i for i in expand([str(folder)]) if i.name != str(folder)]
-    found = [(i, _label(pattern, i.name)) for i in listed]
+    if args.labels is not None and args.label_pattern is not None:
+        raise UsageError("--labels and --label-pattern: give one (the labels come from a file "
+                         "or from the file names)")
+    labels_file = Path(args.labels) if args.labels is not None else (
+        find_labels_file(folder) if args.label_pattern is None else None)
+    if labels_file is not None:
+        found = _labelled_by_file(folder, labels_file)
+    else:
+        text = DEFAULT_LABEL_PATTERN if args.label_pattern is None else args.label_pattern
+        try:
+            pattern = re.compile(text)
+        except re.error as exc:
+            raise UsageError(f"--label-pattern {text!r}: invalid regular expression "
+                             f"({exc})") from None
+        listed = [i for i in expand([str(folder)]) if i.name != str(folder)]
+        found = [(i, _label(pattern, i.name)) for i in listed]
     unlabelled = [i for i, lab in found if not lab]
     labelled = [(i, lab) for i, lab in found if lab]
     if args.limit:
         labelled = labelled[:args.limit]
     if not any(i.error is None for i, _ in labelled):
-        raise UsageError(f"{folder}: no image files with a label matching "
-                         f"{args.label_pattern!r}")
+        raise UsageError(f"{folder}: no image files with a label matching {text!r}"
+                         if labels_file is None else f"--labels {labels_file}: no rows to read")
     rec = _load(args.model, args.backend, length_prior=args.length_prior)
     opts = _checked_opts(rec, args)
     labels = {i.name: lab for i, lab in labelled}
@@ -211,6 +245,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = {
         "model": rec.name,
         "dir": str(folder),
+        "labels": str(labels_file) if labels_file is not None else None,
         "images": len(results),
         "unreadable": len(errors),
         "unlabelled": len(unlabelled),
@@ -247,8 +282,9 @@ def _format_eval(r: dict[str, Any]) -> str:
     n_ok = r["images"] - r["unreadable"]
     lines = [
         f"model       {r['model']}",
-        (f"images      {r['images']} in {r['dir']} ({r['unreadable']} unreadable, "
-        f"{r['unlabelled']} without a label skipped)"),
+        (f"images      {r['images']} in {r['dir']} ("
+         + (f"labels from {r['labels']}; " if r.get("labels") else "")
+         + f"{r['unreadable']} unreadable, {r['unlabelled']} without a label skipped)"),
         f"accuracy    {100 * r['accuracy']:.2f} %  ({r['correct']}/{n_ok} sequences exact)",
         f"CER         {100 * r['cer']:.2f} %  ({r['edits']} edits / {r['chars']} characters)",
         (f"latency     mean {r['latency_ms']['mean']} ms, p50 {r['latency_ms']['p50']} ms, "

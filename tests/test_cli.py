@@ -256,6 +256,60 @@ def test_eval_counts_unreadable_and_unlabelled(tmp_path: Path) -> None:
                               f"corrupt image (image file is truncated)")]
 
 
+def _renamed_with_labels_csv(tmp_path: Path) -> dict:
+    """GOOD's captchas as captcha1.png ... (names that are not labels) and a labels.csv."""
+    truths = {}
+    for k, p in enumerate(sorted(GOOD.glob("*.png")), start=1):
+        shutil.copy(p, tmp_path / f"captcha{k}.png")
+        truths[f"captcha{k}.png"] = p.stem.split("_")[0]
+    rows = "".join(f"{n},{t}\n" for n, t in truths.items())
+    (tmp_path / "labels.csv").write_text("filename,label\n" + rows)
+    return truths
+
+
+def test_eval_reads_the_folders_labels_csv_or_the_one_given(tmp_path: Path,
+                                                           rec: Recognizer) -> None:
+    """A folder whose file names are not labels (captcha1.png) but which has a labels.csv: eval
+    scores against the file's labels, found by itself or given with --labels."""
+    truths = _renamed_with_labels_csv(tmp_path)
+    texts = {n: rec.predict(tmp_path / n) for n in truths}
+    correct = sum(texts[n] == t for n, t in truths.items())
+    for extra in ([], ["--labels", str(tmp_path / "labels.csv")]):
+        res = cli("eval", str(tmp_path), "-m", str(INT8), "--json", *extra)
+        assert res.returncode == 0, res.stderr
+        report = json.loads(res.stdout)
+        assert report["labels"] == str(tmp_path / "labels.csv")
+        assert report["images"] == len(truths) and report["correct"] == correct
+    # A pattern asks for the file names: "captcha1" is then the label, and nothing reads it.
+    res = cli("eval", str(tmp_path), "-m", str(INT8), "--json", "--label-pattern", "^.+$")
+    report = json.loads(res.stdout)
+    assert report["labels"] is None and report["correct"] == 0
+
+
+def test_eval_labels_file_problems_are_one_line(tmp_path: Path) -> None:
+    truths = _renamed_with_labels_csv(tmp_path)
+    # A listed image that is missing is one unreadable input; the others are scored.
+    listed = tmp_path / "more.csv"
+    listed.write_text("".join(f"{n},{t}\n" for n, t in truths.items()) + "gone.png,abcde\n")
+    res = cli("eval", str(tmp_path), "-m", str(INT8), "--json", "--labels", str(listed))
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    assert report["images"] == len(truths) + 1 and report["unreadable"] == 1
+    assert err_lines(res) == [f"captcha-edge: {tmp_path / 'gone.png'}: no such file"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("filename,label\ncaptcha1.png,ab,extra\n")
+    for args, message in (
+            (["--labels", str(bad)], f"--labels {bad}: line 2 has 3 fields; expected 2 "
+                                     "(filename,label)"),
+            (["--labels", str(tmp_path / "none.csv")], f"--labels {tmp_path / 'none.csv'}: no "
+                                                       "such file"),
+            (["--labels", str(listed), "--label-pattern", "x"], "--labels and --label-pattern: "
+                                                                "give one")):
+        res = cli("eval", str(tmp_path), "-m", str(INT8), *args)
+        assert res.returncode == 2
+        assert len(err_lines(res)) == 1 and message in err_lines(res)[0], res.stderr
+
+
 def test_eval_text_report(shared: list[Path], tmp_path: Path) -> None:
     for p in shared[:10]:
         shutil.copy(p, tmp_path / p.name)

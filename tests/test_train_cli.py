@@ -186,3 +186,26 @@ def test_help_states_the_frames_the_defaults_give(capsys: pytest.CaptureFixture)
     assert "width/4" not in actions["width"].help
     frames = ModelConfig(num_classes=2, width=width, time_pool=pool).time_steps
     assert f"default {pool}: {frames} frames at width {width}" in actions["time_pool"].help
+
+
+def test_a_labels_csv_in_the_data_dir_is_read_without_being_named(tmp_path: Path,
+                                                                 capsys) -> None:
+    """File names that are not labels (captcha1.png) and a labels.csv beside them: the labels
+    come from the file (said on stdout); --label-pattern still reads the file names."""
+    from captcha_edge.train import cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    truths = {f"captcha{k}.png": f"{k:03d}x" for k in range(30)}
+    for name in truths:
+        Image.new("L", (60, 20), 200).save(data / name)
+    (data / "labels.csv").write_text("filename,label\n" +
+                                     "".join(f"{n},{t}\n" for n, t in truths.items()))
+    args = ["--data-dir", str(data), "--out", str(tmp_path / "r"), "--max-minutes", "1"]
+    prepared = cli.prepare(cli.build_parser().parse_args(args))
+    assert sorted(prepared.charset) == sorted(set("".join(truths.values())))
+    assert f"labels: {data / 'labels.csv'} (found in --data-dir" in capsys.readouterr().out
+    prepared = cli.prepare(cli.build_parser().parse_args(args + ["--label-pattern",
+                                                                 "^([a-z]+)"]))
+    assert prepared.charset == "".join(sorted(set("captcha")))
+    assert "labels:" not in capsys.readouterr().out

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .._common import CliParser  # noqa: E402
+from ..labels import find_labels_file  # noqa: E402
 from ..preprocess import CONTRASTS, OPTIONAL_RECIPE  # noqa: E402
 from . import data as D  # noqa: E402
 from .augment import AugmentConfig, parse_augment  # noqa: E402
@@ -89,10 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="captcha-train", description=__doc__.splitlines()[0].split(": ", 1)[1],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", type=Path, help="folder of labelled images (label = file stem)")
+    g.add_argument("--data-dir", type=Path,
+                   help="folder of labelled images (label = file stem, or the folder's "
+                        "labels.csv / labels.tsv when it has one)")
     g.add_argument("--labels", type=Path, metavar="FILE",
                    help="CSV/TSV of filename,label (paths relative to --data-dir, or to FILE's "
-                        "folder without --data-dir)")
+                        "folder without --data-dir); default: --data-dir's labels.csv or "
+                        "labels.tsv if there")
     g.add_argument("--label-pattern", metavar="REGEX",
                    help="regex searched in the file stem; its first group is the label")
     g.add_argument("--recursive", action="store_true", help="also read sub-folders")
@@ -417,6 +421,12 @@ def prepare(a: argparse.Namespace) -> Any:
     lengths = D.parse_length_range(a.synthetic_length)
     charset = D.check_charset(a.charset) if a.charset is not None else None
 
+    if a.data_dir is not None and a.labels is None and a.label_pattern is None:
+        found = find_labels_file(a.data_dir)
+        if found is not None:  # its file names (captcha1.jpg) are not the labels
+            a.labels = found
+            _log(a.quiet, f"labels: {found} (found in --data-dir; --label-pattern reads the "
+                          "file names instead)")
     real = D.find_samples(a.data_dir, labels_file=a.labels, label_pattern=a.label_pattern,
                           recursive=a.recursive, case=a.case)
     if charset is None:

@@ -6,7 +6,6 @@ the very function the runtime uses, so training and inference see identical pixe
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import random
 import re
@@ -18,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import labels as labels_file
 from .._common import IMAGE_SUFFIXES
 from ..errors import CaptchaEdgeError, ImageError
 from ..preprocess import to_array
@@ -80,35 +80,11 @@ def compile_label_pattern(text: str) -> re.Pattern[str]:
 
 
 def read_labels_file(path: Path) -> List[Tuple[str, str]]:
-    """Read a ``filename,label`` CSV or TSV (tab if the file is .tsv or its first line has a tab).
-
-    A first row ``filename,label`` (any case) is taken as a header. Blank lines are ignored.
-    """
+    """Read a ``filename,label`` CSV or TSV (:func:`captcha_edge.labels.read_labels_file`)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainDataError(f"--labels {path}: cannot read ({exc})") from None
-    lines = text.splitlines()
-    first = next((ln for ln in lines if ln.strip()), "")
-    delim = "\t" if path.suffix.lower() == ".tsv" or "\t" in first else ","
-    rows: List[Tuple[str, str]] = []
-    for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            raise TrainDataError(f"--labels {path}: line {lineno} has {len(row)} fields; expected "
-                                 f"2 (filename{'<TAB>' if delim == chr(9) else ','}label)")
-        fname, label = row[0].strip(), row[1].strip()
-        if not rows and fname.lower() in ("filename", "file", "path", "name") \
-                and label.lower() in ("label", "text"):
-            continue
-        if not fname or not label:
-            raise TrainDataError(f"--labels {path}: line {lineno} has an empty "
-                                 f"{'filename' if not fname else 'label'}")
-        rows.append((fname, label))
-    if not rows:
-        raise TrainDataError(f"--labels {path}: no rows")
-    return rows
+        return labels_file.read_labels_file(path)
+    except labels_file.LabelsFileError as exc:
+        raise TrainDataError(f"--labels {path}: {exc}") from None
 
 
 def find_samples(data_dir: Optional[Path], *, labels_file: Optional[Path] = None,

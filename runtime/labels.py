@@ -1,0 +1,67 @@
+"""Labels files: ``filename,label`` rows that name each image's text (``captcha_edge.labels``).
+
+One reader for ``captcha-train --labels`` and ``captcha-edge eval --labels`` (standard library
+only, so the runtime needs nothing more). A folder of captchas whose file names are not their
+labels (``captcha1.jpg``) usually carries such a file; :func:`find_labels_file` finds it under
+one of :data:`LABELS_FILE_NAMES`, so that both commands read it without being told.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from .errors import CaptchaEdgeError
+
+__all__ = ["LABELS_FILE_NAMES", "LabelsFileError", "find_labels_file", "read_labels_file"]
+
+#: The names a folder's labels file is found under, first match wins.
+LABELS_FILE_NAMES = ("labels.csv", "labels.tsv")
+#: A first row of these two names (any case) is a header, not a file.
+_HEADER_FILE = ("filename", "file", "path", "name")
+_HEADER_LABEL = ("label", "text")
+
+
+class LabelsFileError(CaptchaEdgeError, ValueError):
+    """A labels file that cannot be read; the message names the line and the problem."""
+
+
+def read_labels_file(path: Path) -> List[Tuple[str, str]]:
+    """Read a ``filename,label`` CSV or TSV (tab if the file is .tsv or its first line has a tab).
+
+    A first row ``filename,label`` (any case) is taken as a header. Blank lines are ignored.
+    The error messages leave out the path: the caller names it with its own option.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelsFileError(f"cannot read ({exc})") from None
+    lines = text.splitlines()
+    first = next((ln for ln in lines if ln.strip()), "")
+    delim = "\t" if Path(path).suffix.lower() == ".tsv" or "\t" in first else ","
+    rows: List[Tuple[str, str]] = []
+    for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 2:
+            raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected 2 "
+                                  f"(filename{'<TAB>' if delim == chr(9) else ','}label)")
+        fname, label = row[0].strip(), row[1].strip()
+        if not rows and fname.lower() in _HEADER_FILE and label.lower() in _HEADER_LABEL:
+            continue
+        if not fname or not label:
+            raise LabelsFileError(f"line {lineno} has an empty "
+                                  f"{'filename' if not fname else 'label'}")
+        rows.append((fname, label))
+    if not rows:
+        raise LabelsFileError("no rows")
+    return rows
+
+
+def find_labels_file(folder: Path) -> Optional[Path]:
+    """``folder``'s labels file (one of :data:`LABELS_FILE_NAMES`), or None."""
+    for name in LABELS_FILE_NAMES:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return candidate
+    return None
