@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ._common import IMAGE_SUFFIXES
 from .errors import CaptchaEdgeError
 
 __all__ = ["LABELS_FILE_NAMES", "LabelsFileError", "find_labels_file", "read_labels_file"]
@@ -29,8 +30,10 @@ class LabelsFileError(CaptchaEdgeError, ValueError):
 def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     """Read a ``filename,label`` CSV or TSV (tab if the file is .tsv or its first line has a tab).
 
-    A first row ``filename,label`` (any case) is taken as a header. Blank lines are ignored.
-    The error messages leave out the path: the caller names it with its own option.
+    The first row is a header when it reads ``filename,label`` (any case, or a like pair such as
+    ``file,text``), or when its first field is not an image file name and the next row's is
+    (``image,answer`` above ``c1.png,4821``). Blank lines are ignored. The error messages leave
+    out the path: the caller names it with its own option.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -39,23 +42,35 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
     delim = "\t" if Path(path).suffix.lower() == ".tsv" or "\t" in first else ","
-    rows: List[Tuple[str, str]] = []
+    rows: List[Tuple[int, str, str]] = []
     for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 2:
             raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected 2 "
                                   f"(filename{'<TAB>' if delim == chr(9) else ','}label)")
-        fname, label = row[0].strip(), row[1].strip()
-        if not rows and fname.lower() in _HEADER_FILE and label.lower() in _HEADER_LABEL:
-            continue
+        rows.append((lineno, row[0].strip(), row[1].strip()))
+    if rows and _is_header(rows):
+        rows = rows[1:]
+    for lineno, fname, label in rows:
         if not fname or not label:
             raise LabelsFileError(f"line {lineno} has an empty "
                                   f"{'filename' if not fname else 'label'}")
-        rows.append((fname, label))
     if not rows:
         raise LabelsFileError("no rows")
-    return rows
+    return [(fname, label) for _, fname, label in rows]
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_header(rows: List[Tuple[int, str, str]]) -> bool:
+    _, fname, label = rows[0]
+    if fname.lower() in _HEADER_FILE and label.lower() in _HEADER_LABEL:
+        return True
+    # A header's first field is a column name, not an image file (as the rows below it are).
+    return len(rows) > 1 and not _is_image_name(fname) and _is_image_name(rows[1][1])
 
 
 def find_labels_file(folder: Path) -> Optional[Path]:

@@ -56,6 +56,9 @@ def test_recursive_finds_subfolders_with_relative_names(tmp_path: Path) -> None:
     ("labels.csv", "filename,label\na.png,abc\nsub/b.png,x y\n"),
     ("labels.tsv", "a.png\tabc\nsub/b.png\tx y\n"),
     ("labels.txt", "a.png\tabc\n\nsub/b.png\tx y\n"),
+    # Other header names: a first field that is no image name, above rows that are, is one.
+    ("labels.csv", "image,solution\na.png,abc\nsub/b.png,x y\n"),
+    ("labels.csv", "File,Text\na.png,abc\nsub/b.png,x y\n"),
 ])
 def test_labels_file_csv_and_tsv(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
@@ -75,6 +78,12 @@ def test_labels_file_errors(tmp_path: Path) -> None:
     f.write_text("a.png,\n")
     with pytest.raises(D.TrainDataError, match="empty label"):
         D.find_samples(None, labels_file=f)
+    f.write_text("filename,label\n")
+    with pytest.raises(D.TrainDataError, match="no rows"):
+        D.find_samples(None, labels_file=f)
+    # Rows that all name files without an image suffix: none is taken for a header.
+    f.write_text("a,abc\nb,abd\n")
+    assert [s.label for s in D.find_samples(None, labels_file=f)] == ["abc", "abd"]
 
 
 def test_charset_inference_and_checks() -> None:
