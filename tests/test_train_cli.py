@@ -209,3 +209,20 @@ def test_a_labels_csv_in_the_data_dir_is_read_without_being_named(tmp_path: Path
                                                                  "^([a-z]+)"]))
     assert prepared.charset == "".join(sorted(set("captcha")))
     assert "labels:" not in capsys.readouterr().out
+
+
+def test_names_that_are_all_label_underscore_id_give_the_part_before_the_underscore(
+        tmp_path: Path, capsys) -> None:
+    """swust's 113d_77b2c2f4....jpg: without a label option the label is '113d' (what
+    captcha-edge eval reads by default), not the 37-character stem; one plain name keeps stems."""
+    from captcha_edge.train import cli
+
+    data = _folder(tmp_path / "data", [f"a{i:02d}b_{i * 7919:08x}" for i in range(30)])
+    args = ["--data-dir", str(data), "--out", str(tmp_path / "r"), "--max-minutes", "1"]
+    prepared = cli.prepare(cli.build_parser().parse_args(args))
+    assert sorted(prepared.train_labels + prepared.val_labels) == [f"a{i:02d}b" for i in range(30)]
+    assert "labels: the file name up to its first '_'" in capsys.readouterr().out
+    Image.new("L", (60, 20), 200).save(data / "plain.png")
+    prepared = cli.prepare(cli.build_parser().parse_args(args))
+    assert "plain" in prepared.train_labels + prepared.val_labels
+    assert "labels:" not in capsys.readouterr().out

@@ -69,6 +69,9 @@ AUTO_EPOCHS_CAP = 10_000
 #: Default warm-up, in optimizer steps: measured on the panel's scratch-grey style, a warm-up of
 #: 2 epochs (800 steps of 8000 images) kept CTC on its blank plateau two epochs longer.
 WARMUP_STEPS = 300
+#: The labels when every file name is LABEL_ID and no option says how to read them: the same
+#: part of the name that ``captcha-edge eval`` reads by default.
+STEM_PREFIX_PATTERN = r"^([^_]+)_"
 #: Default time budget of a run, in minutes.
 DEFAULT_MAX_MINUTES = 30.0
 
@@ -98,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder without --data-dir); default: --data-dir's labels.csv or "
                         "labels.tsv if there")
     g.add_argument("--label-pattern", metavar="REGEX",
-                   help="regex searched in the file stem; its first group is the label")
+                   help="regex searched in the file stem; its first group is the label "
+                        "(default: the whole stem, or the part before the first '_' when every "
+                        "name has one)")
     g.add_argument("--recursive", action="store_true", help="also read sub-folders")
     g.add_argument("--charset", help="the symbols the model can emit (default: from the labels)")
     g.add_argument("--synthetic", type=int, default=0, metavar="N",
@@ -429,6 +434,15 @@ def prepare(a: argparse.Namespace) -> Any:
                           "file names instead)")
     real = D.find_samples(a.data_dir, labels_file=a.labels, label_pattern=a.label_pattern,
                           recursive=a.recursive, case=a.case)
+    if real and a.labels is None and a.label_pattern is None \
+            and all("_" in Path(s.name).stem for s in real):
+        # Every name is LABEL_ID (swust's 113d_77b2c2f4...jpg): whole stems would be 37-character
+        # labels of hex digits. Read what captcha-edge eval's default reads, the part before "_".
+        a.label_pattern = STEM_PREFIX_PATTERN
+        _log(a.quiet, f"labels: the file name up to its first '_' (every name has one, e.g. "
+                      f"{Path(real[0].name).name!r}); --label-pattern '^(.+)$' reads whole names")
+        real = D.find_samples(a.data_dir, label_pattern=a.label_pattern, recursive=a.recursive,
+                              case=a.case)
     if charset is None:
         charset = D.infer_charset([s.label for s in real]) if real \
             else D.DEFAULT_SYNTHETIC_CHARSET
