@@ -1,9 +1,9 @@
 """Benchmark: training images per CPU-second of the real training step, old vs new recipe.
 
 Each config builds the model of ``captcha_edge.train.model`` and trains it through the same
-``tf.data`` pipeline ``captcha-train`` uses (augmentation on), on one thread, in its own child
-process; the configs run interleaved for ``--rounds`` rounds, so the ratio between them comes
-from one run on the same (noisy, shared) machine. Process CPU time (all threads) is the clock.
+``tf.data`` pipeline ``captcha-train`` uses (augmentation on, except in the ``-noaug``
+configs), on one thread, in its own child process; the configs run interleaved for ``--rounds``
+rounds, so the ratio between them comes from one run on the same (noisy, shared) machine. Process CPU time (all threads) is the clock.
 Results are appended to ``benchmarks/results/train_speed.json``.
 
 Examples:
@@ -40,6 +40,11 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "s4-conv": {"stem": "s4", "skip": True, "time_pool": 8, "head": "conv"},
     "auto-s2-c112-conv": {"stem": "s2", "skip": True, "time_pool": 8, "convs": [1, 1, 2],
                           "head": "conv"},
+    # the two conv-head graphs without the augmentation (--no-augment): what it costs a step
+    "s4-conv-noaug": {"stem": "s4", "skip": True, "time_pool": 8, "head": "conv",
+                      "augment": False},
+    "auto-s2-c112-conv-noaug": {"stem": "s2", "skip": True, "time_pool": 8, "convs": [1, 1, 2],
+                                "head": "conv", "augment": False},
 }
 
 
@@ -57,8 +62,10 @@ def measure(arch: Dict[str, Any], height: int, width: int, channels: int, batch:
     configure_tensorflow(threads, 0, "off")
     import keras
 
+    arch = dict(arch)
+    augment = AugmentConfig() if arch.pop("augment", True) else None
     if "convs" in arch:  # JSON has lists
-        arch = {**arch, "convs": tuple(arch["convs"])}
+        arch["convs"] = tuple(arch["convs"])
     cfg = ModelConfig(num_classes=38, height=height, width=width, channels=channels, **arch)
     rng = np.random.default_rng(0)
     n = batch * 40
@@ -68,7 +75,7 @@ def measure(arch: Dict[str, Any], height: int, width: int, channels: int, batch:
     targets = pack_targets(rng.integers(0, 37, (n, length)), np.full(n, length))
     train, _ = build_model(cfg, keras)
     train.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=5.0), loss=ctc_loss)
-    ds = fit.make_dataset(images, targets, batch, 0, AugmentConfig()).repeat()
+    ds = fit.make_dataset(images, targets, batch, 0, augment).repeat()
     # Model.fit, as captcha-train runs it (one compiled step a batch; train_on_batch adds Python
     # overhead of its own); the pipeline (augmentation) runs inside the timed part too.
     train.fit(ds, epochs=1, steps_per_epoch=5, verbose=0)  # trace and warm up

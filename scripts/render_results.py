@@ -487,6 +487,8 @@ TRAIN_SPEED_NAMES = (
     ("s4-conv", "`s4` + skip, conv head (the auto graph when the budget is short)"),
     ("auto-s2-c112-conv", "`s2` + convs 1,1,2 + skip, conv head (the auto graph where 200k "
                           "images fit)"),
+    ("s4-conv-noaug", "the `s4` conv-head graph without augmentation"),
+    ("auto-s2-c112-conv-noaug", "the `s2` conv-head graph without augmentation"),
 )
 
 
