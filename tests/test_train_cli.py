@@ -222,7 +222,9 @@ def test_names_that_are_all_label_underscore_id_give_the_part_before_the_undersc
     prepared = cli.prepare(cli.build_parser().parse_args(args))
     assert sorted(prepared.train_labels + prepared.val_labels) == [f"a{i:02d}b" for i in range(30)]
     assert "labels: the file name up to its first '_'" in capsys.readouterr().out
-    Image.new("L", (60, 20), 200).save(data / "plain.png")
-    prepared = cli.prepare(cli.build_parser().parse_args(args))
-    assert "plain" in prepared.train_labels + prepared.val_labels
-    assert "labels:" not in capsys.readouterr().out
+    for odd in ("plain", "_lead"):  # a name without "_", or with nothing before it
+        Image.new("L", (60, 20), 200).save(data / f"{odd}.png")
+        prepared = cli.prepare(cli.build_parser().parse_args(args))
+        assert odd in prepared.train_labels + prepared.val_labels
+        assert "labels:" not in capsys.readouterr().out
+        (data / f"{odd}.png").unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -435,7 +436,7 @@ def prepare(a: argparse.Namespace) -> Any:
     real = D.find_samples(a.data_dir, labels_file=a.labels, label_pattern=a.label_pattern,
                           recursive=a.recursive, case=a.case)
     if real and a.labels is None and a.label_pattern is None \
-            and all("_" in Path(s.name).stem for s in real):
+            and all(re.match(STEM_PREFIX_PATTERN, Path(s.name).stem) for s in real):
         # Every name is LABEL_ID (swust's 113d_77b2c2f4...jpg): whole stems would be 37-character
         # labels of hex digits. Read what captcha-edge eval's default reads, the part before "_".
         a.label_pattern = STEM_PREFIX_PATTERN
