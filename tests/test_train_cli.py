@@ -221,8 +221,9 @@ def test_names_that_are_all_label_underscore_id_give_the_part_before_the_undersc
     args = ["--data-dir", str(data), "--out", str(tmp_path / "r"), "--max-minutes", "1"]
     prepared = cli.prepare(cli.build_parser().parse_args(args))
     assert sorted(prepared.train_labels + prepared.val_labels) == [f"a{i:02d}b" for i in range(30)]
-    assert "labels: the file name up to its first '_'" in capsys.readouterr().out
-    for odd in ("plain", "_lead"):  # a name without "_", or with nothing before it
+    assert "labels: the file name up to its '_' (every name is LABEL_ID" in capsys.readouterr().out
+    # Not LABEL_ID: no "_", nothing before it, or no number or hash after it (an index first).
+    for odd in ("plain", "_lead", "0001_ab3d"):
         Image.new("L", (60, 20), 200).save(data / f"{odd}.png")
         prepared = cli.prepare(cli.build_parser().parse_args(args))
         assert odd in prepared.train_labels + prepared.val_labels

@@ -73,6 +73,8 @@ WARMUP_STEPS = 300
 #: The labels when every file name is LABEL_ID and no option says how to read them: the same
 #: part of the name that ``captcha-edge eval`` reads by default.
 STEM_PREFIX_PATTERN = r"^([^_]+)_"
+#: A name that is LABEL_ID: the label, "_", then a number or a hash or UUID (8+ hex digits).
+LABEL_ID_NAME = re.compile(r"^[^_]+_(\d+|[0-9a-fA-F-]{8,})$")
 #: Default time budget of a run, in minutes.
 DEFAULT_MAX_MINUTES = 30.0
 
@@ -103,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "labels.tsv if there")
     g.add_argument("--label-pattern", metavar="REGEX",
                    help="regex searched in the file stem; its first group is the label "
-                        "(default: the whole stem, or the part before the first '_' when every "
-                        "name has one)")
+                        "(default: the whole stem, or the part before the '_' when every name "
+                        "is LABEL_ID, e.g. 3b7fd_0042 or 113d_77b2c2f4...)")
     g.add_argument("--recursive", action="store_true", help="also read sub-folders")
     g.add_argument("--charset", help="the symbols the model can emit (default: from the labels)")
     g.add_argument("--synthetic", type=int, default=0, metavar="N",
@@ -436,11 +438,12 @@ def prepare(a: argparse.Namespace) -> Any:
     real = D.find_samples(a.data_dir, labels_file=a.labels, label_pattern=a.label_pattern,
                           recursive=a.recursive, case=a.case)
     if real and a.labels is None and a.label_pattern is None \
-            and all(re.match(STEM_PREFIX_PATTERN, Path(s.name).stem) for s in real):
+            and all(LABEL_ID_NAME.match(Path(s.name).stem) for s in real):
         # Every name is LABEL_ID (swust's 113d_77b2c2f4...jpg): whole stems would be 37-character
         # labels of hex digits. Read what captcha-edge eval's default reads, the part before "_".
+        # Only where what follows is an ID (a number, a hash, a UUID): 0001_ab3d keeps its stem.
         a.label_pattern = STEM_PREFIX_PATTERN
-        _log(a.quiet, f"labels: the file name up to its first '_' (every name has one, e.g. "
+        _log(a.quiet, f"labels: the file name up to its '_' (every name is LABEL_ID, e.g. "
                       f"{Path(real[0].name).name!r}); --label-pattern '^(.+)$' reads whole names")
         real = D.find_samples(a.data_dir, label_pattern=a.label_pattern, recursive=a.recursive,
                               case=a.case)
