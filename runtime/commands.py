@@ -192,15 +192,8 @@ def _labelled_by_file(folder: Path, labels_file: Path) -> list[tuple[Input, str 
         rows = read_labels_file(labels_file)
     except LabelsFileError as exc:
         raise UsageError(f"--labels {labels_file}: {exc}") from None
-    seen: set[str] = set()
-    out: list[tuple[Input, str | None]] = []
-    for fname, label in rows:
-        if fname in seen:
-            raise UsageError(f"--labels {labels_file}: {fname} is listed twice")
-        seen.add(fname)
-        path = str(folder / fname)
-        out.append((Input(path, path), label))
-    return out
+    paths = [(str(folder / fname), label) for fname, label in rows]
+    return [(Input(path, path), label) for path, label in paths]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -32,8 +32,8 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
 
     The first row is a header when it reads ``filename,label`` (any case, or a like pair such as
     ``file,text``), or when its first field is not an image file name and the next row's is
-    (``image,answer`` above ``c1.png,4821``). Blank lines are ignored. The error messages leave
-    out the path: the caller names it with its own option.
+    (``image,answer`` above ``c1.png,4821``). Blank lines are ignored; a file listed twice is an
+    error. The error messages leave out the path: the caller names it with its own option.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -52,10 +52,14 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
         rows.append((lineno, row[0].strip(), row[1].strip()))
     if rows and _is_header(rows):
         rows = rows[1:]
+    seen = set()
     for lineno, fname, label in rows:
         if not fname or not label:
             raise LabelsFileError(f"line {lineno} has an empty "
                                   f"{'filename' if not fname else 'label'}")
+        if Path(fname).as_posix() in seen:
+            raise LabelsFileError(f"{fname} is listed twice")
+        seen.add(Path(fname).as_posix())
     if not rows:
         raise LabelsFileError("no rows")
     return [(fname, label) for _, fname, label in rows]

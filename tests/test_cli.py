@@ -298,7 +298,10 @@ def test_eval_labels_file_problems_are_one_line(tmp_path: Path) -> None:
     assert err_lines(res) == [f"captcha-edge: {tmp_path / 'gone.png'}: no such file"]
     bad = tmp_path / "bad.csv"
     bad.write_text("filename,label\ncaptcha1.png,ab,extra\n")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("captcha1.png,ab\ncaptcha1.png,ab\n")
     for args, message in (
+            (["--labels", str(twice)], f"--labels {twice}: captcha1.png is listed twice"),
             (["--labels", str(bad)], f"--labels {bad}: line 2 has 3 fields; expected 2 "
                                      "(filename,label)"),
             (["--labels", str(tmp_path / "none.csv")], f"--labels {tmp_path / 'none.csv'}: no "

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import labels as labels_file
+from .. import labels as labels_io
 from .._common import IMAGE_SUFFIXES
 from ..errors import CaptchaEdgeError, ImageError
 from ..preprocess import to_array
@@ -82,8 +82,8 @@ def compile_label_pattern(text: str) -> re.Pattern[str]:
 def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     """Read a ``filename,label`` CSV or TSV (:func:`captcha_edge.labels.read_labels_file`)."""
     try:
-        return labels_file.read_labels_file(path)
-    except labels_file.LabelsFileError as exc:
+        return labels_io.read_labels_file(path)
+    except labels_io.LabelsFileError as exc:
         raise TrainDataError(f"--labels {path}: {exc}") from None
 
 
@@ -115,15 +115,8 @@ def _find_samples(data_dir: Optional[Path], labels_file: Optional[Path],
         base = data_dir if data_dir is not None else labels_file.parent
         if not base.is_dir():
             raise TrainDataError(f"--data-dir {base}: no such folder")
-        seen: Dict[str, str] = {}
-        out = []
-        for fname, label in read_labels_file(labels_file):
-            rel = Path(fname).as_posix()
-            if rel in seen:
-                raise TrainDataError(f"--labels {labels_file}: {fname} is listed twice")
-            seen[rel] = label
-            out.append(Sample(rel, label, base / fname))
-        return out
+        return [Sample(Path(fname).as_posix(), label, base / fname)
+                for fname, label in read_labels_file(labels_file)]
     if data_dir is None:
         return []
     if not data_dir.exists():
