@@ -486,6 +486,14 @@ def prepare(a: argparse.Namespace) -> Any:
         if len(loaded.unreadable) > 20:
             print(f"  ... and {len(loaded.unreadable) - 20} more", file=sys.stderr)
     D.check_unreadable(len(real), loaded.unreadable)
+    if a.charset is None and loaded.unreadable and loaded.samples:
+        # The labels of files that could not be read are no symbols to learn: an unreadable
+        # "zzzz.png" must not add a 'z' the model never sees.
+        readable = D.infer_charset([s.label for s in loaded.samples])
+        if readable != charset:
+            charset = readable
+            synthetic = D.synthetic_samples(a.synthetic, charset, lengths, syn_seed) \
+                if a.synthetic else []
     syn = D.load_samples(synthetic, recipe, progress=bars, desc="drawing synthetic")
     import numpy as np
 
