@@ -47,9 +47,10 @@ class Route:
 #: In the order ``--int8`` tries them when the diagnosis names nothing (else :func:`order`).
 ROUTES: Tuple[Route, ...] = (
     Route("plain", "tf_keras", "given",
-          "fused LSTM, calibrated on the chosen images (--calib-*)"),
+          "the graph as trained (an LSTM head fused), calibrated on the chosen images "
+          "(--calib-*)"),
     Route("wide-calibration", "tf_keras", "wide",
-          "fused LSTM, calibrated on up to 500 training images (WIDE_CALIB_SIZE) plus "
+          "the graph as trained, calibrated on up to 500 training images (WIDE_CALIB_SIZE) plus "
           "copies with jittered contrast, brightness and noise, so the ranges cover what "
           "the model meets"),
     Route("equalize", "tf_keras", "given",
