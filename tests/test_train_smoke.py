@@ -199,3 +199,24 @@ def test_ema_keeps_the_average_as_the_best_weights(tmp_path: Path, ema: float) -
         assert any("conv" in k or "dense" in k for k in differ), differ
     else:
         assert differ == []
+
+
+@pytest.mark.slow  # one epoch of 72 steps of the small model, ~10 s
+def test_an_epoch_runs_whole_calls_of_eight_steps_and_no_more(tmp_path: Path) -> None:
+    """An epoch of at least 70 steps runs 8 steps a call of the compiled step, rounded up to 72
+    (Keras runs whole calls only): the optimizer counts 72 steps, and an epoch of 4 steps (64
+    images) still runs 4, one a call."""
+    from captcha_edge.train import cli, fit
+
+    assert fit.execution_steps(200, 8) == 8 and fit.execution_steps(63, 8) == 1
+    assert fit.execution_steps(4, 8) == 1 and fit.execution_steps(500, 1) == 1
+    run = tmp_path / "run"
+    args = _data_args(tmp_path) + ["--out", str(run), "--size", "small", "--seed", "1"]
+    prepared = cli.prepare(cli.build_parser().parse_args(args))
+    for min_steps, want in ((70, 72), (0, 4)):
+        opts = fit.Options(out=run, epochs=1, min_epoch_steps=min_steps, warmup_epochs=0,
+                           threads=2, verbose=False, augment=None)
+        assert len(prepared.train_images) <= 64
+        fit.train(prepared, opts)
+        state = json.loads((run / "checkpoint" / "state.json").read_text())
+        assert state["step"] == want and state["next_epoch"] == 1

@@ -74,6 +74,9 @@ class Options:
     # An epoch (one evaluation, checkpoint and patience unit) is at least this many optimizer
     # steps; a small training set is repeated within it (0 = an epoch is one pass).
     min_epoch_steps: int = 0
+    # Optimizer steps per call of the compiled training function (Keras' steps_per_execution):
+    # the callbacks (the schedule, the budget check) run once per call; see execution_steps.
+    steps_per_execution: int = 8
     budget_clock: str = "wall"  # wall | cpu: what --max-minutes counts (cpu = process CPU time)
     mixed_precision: str = "auto"  # auto | on | off
     # > 0: Adam keeps an exponential moving average of the weights (this momentum), and the
@@ -447,6 +450,17 @@ def swap_ema_weights(optimizer: Any) -> None:
             avg.assign(live)
 
 
+def execution_steps(steps_per_epoch: int, wanted: int) -> int:
+    """Steps per execution for an epoch of ``steps_per_epoch`` steps: ``wanted``, or 1 for
+    epochs under 8 executions (their rounding up to whole executions would add over an eighth).
+
+    Several steps a call skip the Python between steps (callbacks, Keras' step bookkeeping):
+    with 8, the conv-head s2 graph at 240x64 grey trained 1.05-1.07x the images per CPU-second
+    (scripts/bench_train_speed.py, ``-spe8`` configs). The learning rate is set and the budget
+    checked once per call, so a run may pass its budget by up to ``wanted - 1`` steps."""
+    return wanted if wanted > 1 and steps_per_epoch >= 8 * wanted else 1
+
+
 def epoch_line(epoch: int, o: Options, used_seconds: float) -> str:
     """The line before epoch ``epoch`` (0-based): "Epoch 3/40", or with a time budget
     "Epoch 3 (4.2 of 30 CPU-min spent)" ("Epoch 3/40 (...)" when --epochs may end it first)."""
@@ -473,6 +487,8 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
 
     passes = max(1, -(-len(p.train_images) // o.batch_size))
     steps_per_epoch = max(passes, o.min_epoch_steps)
+    spe = execution_steps(steps_per_epoch, o.steps_per_execution)
+    steps_per_epoch = -(-steps_per_epoch // spe) * spe  # Keras runs whole executions only
     total_steps = steps_per_epoch * o.epochs
     warmup = min(int(o.warmup_epochs * steps_per_epoch) if o.warmup_epochs is not None
                  else o.warmup_steps, total_steps // 2)
@@ -485,7 +501,7 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
         optimizer = keras.optimizers.Adam(learning_rate=schedule(0, 0.0), clipnorm=5.0,
                                           use_ema=o.ema > 0,
                                           ema_momentum=o.ema if o.ema > 0 else 0.99)
-        train_model.compile(optimizer=optimizer, loss=ctc_loss)
+        train_model.compile(optimizer=optimizer, loss=ctc_loss, steps_per_execution=spe)
     initial_epoch = 0
     best_weights = None
     if state:
@@ -526,7 +542,7 @@ def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
             used = tracker.budget_used
             self.model.optimizer.learning_rate.assign(schedule(step, used))
             if step > 0 and schedule.progress(step, used) >= 1.0:
-                self.model.stop_training = True  # Keras ends the epoch after this step
+                self.model.stop_training = True  # Keras ends the epoch after this execution
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if tracker.on_epoch_end(epoch, logs if logs is not None else {}):
