@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,11 @@ from .._common import (
 )
 from ..metadata import ModelMeta
 from . import routes
+
+# As in captcha-train and the conversion child: TensorFlow's and TFLite's info lines off (the
+# interpreters this process makes for verification print "INFO: Created TensorFlow Lite
+# XNNPACK delegate"; export.verify.interpreter filters it at this level).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .formats import FORMATS, INT8_OUTPUTS, parse_formats
 from .runfolder import (
     ExportError,

@@ -34,8 +34,11 @@ def interpreter(flatbuffer: bytes, *, num_threads: int = 1, delegates: bool = Tr
 
         kwargs["experimental_op_resolver_type"] = \
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    it = cls(**kwargs)
-    it.allocate_tensors()
+    from ..train.tflog import quiet_native_stderr
+
+    with quiet_native_stderr():  # TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate"
+        it = cls(**kwargs)
+        it.allocate_tensors()
     return it
 
 

@@ -80,3 +80,32 @@ def test_epoch_line_counts_the_budget_when_the_epochs_only_cap_it() -> None:
     o = Options(out=Path("r"), epochs=20, max_minutes=7.5)
     assert epoch_line(0, o, 0.0) == "Epoch 1/20 (0.0 of 7.5 min spent)"
     assert epoch_line(39, Options(out=Path("r"), epochs=40), 99.0) == "Epoch 40/40"
+
+
+def test_tflite_info_lines_are_info_lines() -> None:
+    line = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+    assert tflog.filter_lines(line + "python text\n", 2) == "python text\n"
+    assert tflog.filter_lines(line, 0) == line
+    assert tflog.filter_lines("INFO: a Python logger's line\n", 2) == "INFO: a Python logger's line\n"
+
+
+@pytest.mark.parametrize("level", ["2", "0"])
+def test_export_makes_its_interpreters_without_the_xnnpack_line(level: str) -> None:
+    """captcha-export's interpreter (export.verify.interpreter), in a fresh process as TFLite
+    prints its line once per process: nothing on stderr at level 2; at level 0 the line is there,
+    so the check can see it."""
+    pytest.importorskip("ai_edge_litert")
+    import subprocess
+    import sys
+
+    from captcha_edge import DEFAULT_MODEL
+
+    code = ("import sys; from captcha_edge import metadata; from captcha_edge.export import verify;"
+            f"verify.interpreter(metadata.split(open({str(DEFAULT_MODEL)!r}, 'rb').read())[0]);"
+            "print('ok')")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
+    assert ("INFO: Created TensorFlow Lite XNNPACK delegate" in res.stderr) == (level == "0"), \
+        res.stderr

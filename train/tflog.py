@@ -9,9 +9,11 @@ reads like a failure on a machine that has no GPU to use.
 :func:`quiet_native_stderr` sends file descriptor 2 to a temporary file around the calls that
 print them (``import tensorflow`` and the first device query). When the block ends, it writes
 back every line except the absl-format ones below the level ``TF_CPP_MIN_LOG_LEVEL`` asks for
-(the CLIs default it to 2: warnings and info dropped). Python's own messages and tracebacks
-written in the block come back unchanged. One error line is dropped as well: cuInit's failure,
-when TensorFlow said in the same process that it found no CUDA driver, since the run then says
+(the CLIs default it to 2: warnings and info dropped). TFLite's "INFO: Created TensorFlow Lite
+XNNPACK delegate for CPU." (its own format) is an info line too: captcha-export makes its
+interpreters inside the block. Python's own messages and tracebacks written in the block come
+back unchanged. One error line is dropped as well: cuInit's failure, when TensorFlow said in the
+same process that it found no CUDA driver, since the run then says
 "CPU" itself. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything.
 """
 from __future__ import annotations
@@ -33,6 +35,9 @@ _PRE_INIT = "WARNING: All log messages before absl::InitializeLog() is called ar
 _CPU_GUARD_TAIL = "To enable the following instructions:"
 _NO_DRIVER = "Could not find cuda drivers"
 _CUINIT = re.compile(r"cuda_platform\.cc:\d+\] failed call to cuInit")
+#: TFLite's own info lines (its logger's format, not absl's), once per process: "INFO: Created
+#: TensorFlow Lite XNNPACK delegate for CPU." when an interpreter is made.
+_TFLITE_INFO = re.compile(r"^INFO: (Created|Initialized) TensorFlow Lite ")
 
 #: Whether a dropped line said there is no CUDA driver (the process then has no GPU to find).
 _state = {"no_driver": False}
@@ -58,7 +63,7 @@ def filter_lines(text: str, min_level: int) -> str:
             drop = _LEVELS[m.group(1)] < min_level or (
                 m.group(1) == "E" and min_level >= 1 and _state["no_driver"]
                 and _CUINIT.search(bare) is not None)
-        elif bare == _PRE_INIT:
+        elif bare == _PRE_INIT or _TFLITE_INFO.match(bare):
             drop = min_level >= 1
         else:
             drop = dropped_last and bare.startswith(_CPU_GUARD_TAIL)
