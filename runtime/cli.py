@@ -58,6 +58,7 @@ exit status: 0 all read, 1 some inputs failed (the others are still answered),
   captcha-edge eval data/ --label-pattern '^(?P<label>[a-z0-9]+)_' --json
   captcha-edge eval shots/ --labels shots/labels.csv      (captcha1.jpg,4821 rows)
   captcha-edge eval data/ --model run/model_int8.tflite --beam-width 8 --threads 2
+  captcha-edge eval archive/ --recursive                  (archive/2024/..., archive/2025/...)
 labels come from the file name: the regex is searched in the stem; group "label", else group 1,
 else the whole match is the label (default: the stem up to the first "_"); or from a labels
 file, --labels or DIR's labels.csv / labels.tsv (read unless --label-pattern is given)""",
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-pattern", default=None, metavar="REGEX",
                    help="regex searched in each file stem to get its label (its first group, or "
                         "the group named 'label'; default '^[^_]+': the stem up to the first _)")
+    p.add_argument("--recursive", action="store_true",
+                   help="also read the images in DIR's sub-folders (a labels file lists its own "
+                        "paths)")
     p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N")
     p.add_argument("--top-confusions", type=_positive, default=10, metavar="N",
                    help="most confused character pairs to list (default 10)")

@@ -196,6 +196,15 @@ def _labelled_by_file(folder: Path, labels_file: Path) -> list[tuple[Input, str 
     return [(Input(path, path), label) for path, label in paths]
 
 
+def _sub_folders(folder: Path) -> list[Path]:
+    """Every folder below ``folder``, sorted, without following links to folders (no loops)."""
+    found = []
+    for root, dirs, _ in os.walk(folder):  # os.walk does not follow symlinks by default
+        dirs.sort()
+        found.extend(Path(root) / d for d in dirs)
+    return sorted(found)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
@@ -214,7 +223,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except re.error as exc:
             raise UsageError(f"--label-pattern {text!r}: invalid regular expression "
                              f"({exc})") from None
-        listed = [i for i in expand([str(folder)]) if i.name != str(folder)]
+        # A folder without images gives an error item named after it: not an input here.
+        folders = [folder] + (_sub_folders(folder) if args.recursive else [])
+        listed = [i for d in folders for i in expand([str(d)]) if i.name != str(d)]
         found = [(i, _label(pattern, i.name)) for i in listed]
     unlabelled = [i for i, lab in found if not lab]
     labelled = [(i, lab) for i, lab in found if lab]

@@ -431,3 +431,21 @@ def test_a_subcommand_module_registers_itself(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cli_mod, "SUBCOMMAND_MODULES", ("_hook_probe", "_absent_module"))
     assert cli_mod.main(["probe", "-m", "x.tflite", "--beam-width", "3"]) == 0
     assert capsys.readouterr().out == "probe x.tflite 3\n"
+
+
+def test_eval_recursive_reads_the_sub_folders(tmp_path: Path, rec: Recognizer) -> None:
+    """An archive of sub-folders: without --recursive the top folder has no images (one usage
+    line); with it every image below is scored, and a link back up is not followed."""
+    goods = sorted(GOOD.glob("*.png"))
+    for k, p in enumerate(goods):
+        sub = tmp_path / ("2024" if k % 2 else "2025/june")
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, sub / p.name)
+    (tmp_path / "2024" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    res = cli("eval", str(tmp_path), "-m", str(INT8), "--json")
+    assert res.returncode == 2 and "no image files" in res.stderr.decode()
+    res = cli("eval", str(tmp_path), "-m", str(INT8), "--json", "--recursive")
+    assert res.returncode == 0, err_lines(res)
+    report = json.loads(res.stdout)
+    correct = sum(rec.predict(p) == p.stem.split("_")[0] for p in goods)
+    assert report["images"] == len(goods) and report["correct"] == correct
