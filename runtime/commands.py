@@ -198,7 +198,7 @@ def _labelled_by_file(folder: Path, labels_file: Path) -> list[tuple[Input, str 
 
 def _sub_folders(folder: Path) -> list[Path]:
     """Every folder below ``folder``, sorted, without following links to folders (no loops)."""
-    found = []
+    found: list[Path] = []
     for root, dirs, _ in os.walk(folder):  # os.walk does not follow symlinks by default
         dirs.sort()
         found.extend(Path(root) / d for d in dirs)
