@@ -28,7 +28,8 @@ class LabelsFileError(CaptchaEdgeError, ValueError):
 
 
 def read_labels_file(path: Path) -> List[Tuple[str, str]]:
-    """Read a ``filename,label`` CSV or TSV (tab if the file is .tsv or its first line has a tab).
+    """Read a ``filename,label`` CSV or TSV (tab if the file is .tsv or its first line has a tab;
+    ``;`` if its first line has one and no comma, as spreadsheets write CSV in some locales).
 
     The first row is a header when it reads ``filename,label`` (any case, or a like pair such as
     ``file,text``), or when its first field is not an image file name and the next row's is
@@ -41,14 +42,16 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
         raise LabelsFileError(f"cannot read ({exc})") from None
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
-    delim = "\t" if Path(path).suffix.lower() == ".tsv" or "\t" in first else ","
+    # A semicolon where a spreadsheet's locale uses the comma as its decimal mark.
+    delim = "\t" if Path(path).suffix.lower() == ".tsv" or "\t" in first else \
+        ";" if ";" in first and "," not in first else ","
     rows: List[Tuple[int, str, str]] = []
     for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 2:
             raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected 2 "
-                                  f"(filename{'<TAB>' if delim == chr(9) else ','}label)")
+                                  f"(filename{'<TAB>' if delim == chr(9) else delim}label)")
         rows.append((lineno, row[0].strip(), row[1].strip()))
     if rows and _is_header(rows):
         rows = rows[1:]

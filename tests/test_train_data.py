@@ -59,6 +59,9 @@ def test_recursive_finds_subfolders_with_relative_names(tmp_path: Path) -> None:
     # Other header names: a first field that is no image name, above rows that are, is one.
     ("labels.csv", "image,solution\na.png,abc\nsub/b.png,x y\n"),
     ("labels.csv", "File,Text\na.png,abc\nsub/b.png,x y\n"),
+    # A spreadsheet's CSV in a locale whose decimal mark is the comma; a ';' in a label is kept.
+    ("labels.csv", "filename;label\na.png;abc\nsub/b.png;x y\n"),
+    ("labels.csv", "\ufeffa.png;abc\nsub/b.png;x y\n"),
 ])
 def test_labels_file_csv_and_tsv(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
@@ -84,6 +87,11 @@ def test_labels_file_errors(tmp_path: Path) -> None:
     # Rows that all name files without an image suffix: none is taken for a header.
     f.write_text("a,abc\nb,abd\n")
     assert [s.label for s in D.find_samples(None, labels_file=f)] == ["abc", "abd"]
+    f.write_text("a.png,a;b\nb.png,abd\n")  # a comma in the first line: its ';' is text
+    assert [s.label for s in D.find_samples(None, labels_file=f)] == ["a;b", "abd"]
+    f.write_text("a.png;abc\nb.png;abd;x\n")
+    with pytest.raises(D.TrainDataError, match=r"line 2 has 3 fields; expected 2 \(filename;"):
+        D.find_samples(None, labels_file=f)
 
 
 def test_charset_inference_and_checks() -> None:
