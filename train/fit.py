@@ -454,9 +454,10 @@ def execution_steps(steps_per_epoch: int, wanted: int) -> int:
     """Steps per execution for an epoch of ``steps_per_epoch`` steps: ``wanted``, or 1 for
     epochs under 8 executions (their rounding up to whole executions would add over an eighth).
 
-    Several steps a call skip the Python between steps (callbacks, Keras' step bookkeeping):
-    with 8, the conv-head s2 graph at 240x64 grey trained 1.05-1.07x the images per CPU-second
-    (scripts/bench_train_speed.py, ``-spe8`` configs). The learning rate is set and the budget
+    Several steps a call skip the Python between steps (the schedule callback, which reads the
+    step count from the graph, and Keras' step bookkeeping): with 8, the conv-head graphs at
+    240x64 grey trained 1.27x (s2) and 1.12x (s4) the images per CPU-second in one run
+    (scripts/bench_train_speed.py, ``-spe8`` configs; 1.05-1.07x without the callback). The learning rate is set and the budget
     checked once per call, so a run may pass its budget by up to ``wanted - 1`` steps."""
     return wanted if wanted > 1 and steps_per_epoch >= 8 * wanted else 1
 
