@@ -321,8 +321,9 @@ PANEL_30_STABLE = "stable-30min-cpu"
 #: the s2 graph at the input shrunk for it, which --stem auto has chosen since (same options,
 #: same seed): config s2-c112-forced-30min-cpu, preferred before all.
 PANEL_30_FINE_SHRINK = "s2-c112-forced-30min-cpu"
-#: The two styles still below 95 % (scratch-grey, mixed-case) were run again once training ran
-#: 8 steps per call of the compiled step (fit.execution_steps): config spe8-30min-cpu.
+#: The two styles still below 95 % (scratch-grey, mixed-case), and two that passed as a check
+#: (wide-color, dotted-digits), were run again once training ran 8 steps per call of the
+#: compiled step (fit.execution_steps): config spe8-30min-cpu.
 PANEL_30_SPE8 = "spe8-30min-cpu"
 #: Newest defaults first.
 PANEL_30_PREFERENCE = (PANEL_30_SPE8, PANEL_30_FINE_SHRINK, PANEL_30_STABLE, PANEL_30_TALL,
