@@ -192,17 +192,18 @@ def _labelled_by_file(folder: Path, labels_file: Path) -> list[tuple[Input, str 
         rows = read_labels_file(labels_file)
     except LabelsFileError as exc:
         raise UsageError(f"--labels {labels_file}: {exc}") from None
-    paths = [(str(folder / fname), label) for fname, label in rows]
-    return [(Input(path, path), label) for path, label in paths]
+    return [(Input(str(folder / fname), str(folder / fname)), label) for fname, label in rows]
 
 
 def _sub_folders(folder: Path) -> list[Path]:
-    """Every folder below ``folder``, sorted, without following links to folders (no loops)."""
+    """Every folder below ``folder``, sorted, without following links to folders (no loops).
+
+    Sorting each level's ``dirs`` in place makes the walk's pre-order the sorted order."""
     found: list[Path] = []
     for root, dirs, _ in os.walk(folder):  # os.walk does not follow symlinks by default
         dirs.sort()
         found.extend(Path(root) / d for d in dirs)
-    return sorted(found)
+    return found
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -232,16 +232,17 @@ def test_names_that_are_all_label_underscore_id_give_the_part_before_the_undersc
 
 
 def test_the_labels_of_unreadable_files_add_no_symbols(tmp_path: Path) -> None:
-    """An unreadable zzzz.png among readable images is skipped, and its 'z' is no class of the
-    model (the charset comes from the images read); with --synthetic the drawn labels use the
-    same charset. A --charset given is kept as it is."""
+    """An unreadable zzzzzz.png among readable images is skipped, and its 'z' is no class of the
+    model (the charset comes from the images read), nor is its length the longest label's; with
+    --synthetic the drawn labels use the same charset. A --charset given is kept as it is."""
     from captcha_edge.train import cli
 
     data = _folder(tmp_path / "data", [f"a{i:02d}b" for i in range(30)])
-    (data / "zzzz.png").write_bytes(b"not a png")
+    (data / "zzzzzz.png").write_bytes(b"not a png")
     args = ["--data-dir", str(data), "--out", str(tmp_path / "r"), "--max-minutes", "1", "-q"]
     prepared = cli.prepare(cli.build_parser().parse_args(args))
     assert prepared.charset == "0123456789ab"
+    assert prepared.max_label_length == 4
     assert prepared.model_config.num_classes == len("0123456789ab") + 1
     prepared = cli.prepare(cli.build_parser().parse_args(args + ["--synthetic", "20"]))
     assert "z" not in "".join(prepared.train_labels + prepared.val_labels)

@@ -109,3 +109,23 @@ def test_export_makes_its_interpreters_without_the_xnnpack_line(level: str) -> N
     assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
     assert ("INFO: Created TensorFlow Lite XNNPACK delegate" in res.stderr) == (level == "0"), \
         res.stderr
+
+
+@pytest.mark.parametrize("crash_log", [True, False])
+def test_a_crash_inside_the_filter_still_shows_its_traceback(crash_log: bool) -> None:
+    """With faulthandler on, a native crash while fd 2 is captured prints its traceback on the
+    real stderr (the captured text dies with the process); without it, nothing is printed, which
+    shows the capture is really on."""
+    import subprocess
+    import sys
+
+    code = ("import faulthandler; from captcha_edge.train import tflog\n"
+            "with tflog.quiet_native_stderr():\n"
+            "    faulthandler._sigsegv()\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("PYTHONFAULTHANDLER", None)
+    res = subprocess.run([sys.executable, *(["-X", "faulthandler"] if crash_log else []), "-c",
+                          code], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode != 0
+    assert ("Fatal Python error: Segmentation fault" in res.stderr) == crash_log, res.stderr
+    assert ("line 3 in <module>" in res.stderr) == crash_log, res.stderr

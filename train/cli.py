@@ -494,6 +494,8 @@ def prepare(a: argparse.Namespace) -> Any:
             charset = readable
             synthetic = D.synthetic_samples(a.synthetic, charset, lengths, syn_seed) \
                 if a.synthetic else []
+    if loaded.unreadable:  # nor may their labels set the longest label logged and recorded
+        max_len = D.check_labels(loaded.samples + synthetic, charset, cfg_probe.time_steps)
     syn = D.load_samples(synthetic, recipe, progress=bars, desc="drawing synthetic")
     import numpy as np
 

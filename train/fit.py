@@ -457,8 +457,9 @@ def execution_steps(steps_per_epoch: int, wanted: int) -> int:
     Several steps a call skip the Python between steps (the schedule callback, which reads the
     step count from the graph, and Keras' step bookkeeping): with 8, the conv-head graphs at
     240x64 grey trained 1.27x (s2) and 1.12x (s4) the images per CPU-second in one run
-    (scripts/bench_train_speed.py, ``-spe8`` configs; 1.05-1.07x without the callback). The learning rate is set and the budget
-    checked once per call, so a run may pass its budget by up to ``wanted - 1`` steps."""
+    (scripts/bench_train_speed.py, ``-spe8`` configs; 1.05-1.07x without the callback). The
+    learning rate is set and the budget checked once per call, so a run may pass its budget by
+    up to ``wanted - 1`` steps."""
     return wanted if wanted > 1 and steps_per_epoch >= 8 * wanted else 1
 
 

@@ -19,6 +19,7 @@ same process that it found no CUDA driver, since the run then says
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import re
 import sys
@@ -75,7 +76,10 @@ def filter_lines(text: str, min_level: int) -> str:
 
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
-    """Capture fd 2 in the block; write back what :func:`filter_lines` keeps when it ends."""
+    """Capture fd 2 in the block; write back what :func:`filter_lines` keeps when it ends.
+
+    A crash inside the block would take the captured text with it: where :mod:`faulthandler` is
+    on, it writes to the real stderr while the block runs (and to ``sys.stderr`` after)."""
     level = _min_level()
     try:
         os.fstat(2)
@@ -86,13 +90,18 @@ def quiet_native_stderr() -> Iterator[None]:
         return
     sys.stderr.flush()
     saved = os.dup(2)
+    crash_log = faulthandler.is_enabled()
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
+        if crash_log:
+            faulthandler.enable(file=saved)
         try:
             yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
+            if crash_log:
+                faulthandler.enable()
             os.close(saved)
             tmp.seek(0)
             text = filter_lines(tmp.read().decode("utf-8", errors="replace"), level)
