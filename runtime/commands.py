@@ -95,16 +95,17 @@ def python_owns_stderr() -> Iterator[None]:
         saved = os.dup(fd)
         real = open(os.dup(saved), "w", encoding=sys.stderr.encoding or "utf-8",  # noqa: SIM115
                     errors="backslashreplace", buffering=1)
-        old, crash_log = sys.stderr, not faulthandler.is_enabled()
+        old, was_on = sys.stderr, faulthandler.is_enabled()
         try:
             with open(os.devnull, "w") as null:
                 os.dup2(null.fileno(), fd)
             sys.stderr = real
-            if crash_log:
-                faulthandler.enable(file=real)
+            faulthandler.enable(file=real)  # on, or moved off fd 2, which is /dev/null now
             yield
         finally:
-            if crash_log:
+            if was_on:
+                faulthandler.enable(file=old)
+            else:
                 faulthandler.disable()
             real.flush()
             sys.stderr = old

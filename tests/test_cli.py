@@ -449,3 +449,20 @@ def test_eval_recursive_reads_the_sub_folders(tmp_path: Path, rec: Recognizer) -
     report = json.loads(res.stdout)
     correct = sum(rec.predict(p) == p.stem.split("_")[0] for p in goods)
     assert report["images"] == len(goods) and report["correct"] == correct
+
+
+@pytest.mark.parametrize("faulthandler_on", [False, True])
+def test_a_native_crash_in_a_command_still_shows_its_traceback(faulthandler_on: bool) -> None:
+    """Commands send fd 2 to /dev/null (native libraries' chatter); a crash inside one must
+    still print faulthandler's traceback on the real stderr, whether or not the user had turned
+    faulthandler on (-X faulthandler / PYTHONFAULTHANDLER) before."""
+    code = ("import faulthandler\n"
+            "from captcha_edge.commands import python_owns_stderr\n"
+            "with python_owns_stderr():\n"
+            "    faulthandler._sigsegv()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    res = subprocess.run([sys.executable, *(["-X", "faulthandler"] if faulthandler_on else []),
+                          "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in res.stderr, res.stderr
+    assert "line 4 in <module>" in res.stderr, res.stderr
