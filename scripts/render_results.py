@@ -321,9 +321,8 @@ PANEL_30_STABLE = "stable-30min-cpu"
 #: the s2 graph at the input shrunk for it, which --stem auto has chosen since (same options,
 #: same seed): config s2-c112-forced-30min-cpu, preferred before all.
 PANEL_30_FINE_SHRINK = "s2-c112-forced-30min-cpu"
-#: The two styles still below 95 % (scratch-grey, mixed-case), and two that passed as a check
-#: (wide-color, dotted-digits), were run again once training ran 8 steps per call of the
-#: compiled step (fit.execution_steps): config spe8-30min-cpu.
+#: Every panel style was run again once training ran 8 steps per call of the compiled step
+#: (fit.execution_steps), at the same inputs and graphs: config spe8-30min-cpu.
 PANEL_30_SPE8 = "spe8-30min-cpu"
 #: Newest defaults first.
 PANEL_30_PREFERENCE = (PANEL_30_SPE8, PANEL_30_FINE_SHRINK, PANEL_30_STABLE, PANEL_30_TALL,
@@ -355,6 +354,9 @@ def _panel_30min(src: Sources) -> str:
             continue
         acc, where = _panel_acc(e)
         before = _entry(src, style, PANEL_30_BEFORE.get(style, "auto-30min-cpu"))
+        # The same style's newest run at 1 step a call (the configs after spe8 in the list).
+        one_step = next((x for x in (_entry(src, style, c) for c in PANEL_30_PREFERENCE[1:])
+                         if x), None) if e["config"] == PANEL_30_SPE8 else None
         minutes = re.search(r"--max-minutes ([0-9.]+)", str(e.get("options", "")))
         budget = 60.0 * (float(minutes.group(1)) if minutes else 30.0)
         hit = [c for c, a in e.get("curve_cpu_s_val_acc") or [] if a > 0]
@@ -365,11 +367,14 @@ def _panel_30min(src: Sources) -> str:
             bold(pct(acc), acc >= 0.95) + f" ({where})",
             pct2(e["int8"]["frame_agreement"]) if e.get("int8") else "-",
             str(e.get("int8_route") or "-"),
+            (f"{pct(_panel_acc(one_step)[0])}, {one_step['epochs_run']} epochs of "
+             f"{fix(float(one_step['cpu_seconds_per_epoch']), 1)}") if one_step else "-",
             pct(_panel_acc(before)[0]) if before else "-"])
     return table(["style", "input", "graph", "epochs", "CPU-s/epoch", "val > 0 at CPU-s",
-                  "int8", "frame agreement", "int8 route", "BiLSTM head (30 min)"],
-                 ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---:"],
-                 rows)
+                  "int8", "frame agreement", "int8 route", "1 step a call (30 min)",
+                  "BiLSTM head (30 min)"],
+                 ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---:",
+                  "---:"], rows)
 
 
 #: The logit clip A/B (export/logitclip.py): the same runs exported without the clip (the route
