@@ -103,8 +103,8 @@ def python_owns_stderr() -> Iterator[None]:
             faulthandler.enable(file=real)  # on, or moved off fd 2, which is /dev/null now
             yield
         finally:
-            if was_on:
-                faulthandler.enable(file=old)
+            if was_on:  # fd, not ``old``: a replaced sys.stderr may have no file descriptor
+                faulthandler.enable(file=fd)
             else:
                 faulthandler.disable()
             real.flush()

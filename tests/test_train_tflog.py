@@ -129,3 +129,21 @@ def test_a_crash_inside_the_filter_still_shows_its_traceback(crash_log: bool) ->
     assert res.returncode != 0
     assert ("Fatal Python error: Segmentation fault" in res.stderr) == crash_log, res.stderr
     assert ("line 3 in <module>" in res.stderr) == crash_log, res.stderr
+
+
+def test_the_filter_leaves_faulthandler_on_when_sys_stderr_has_no_descriptor(capsys,
+                                                                            monkeypatch) -> None:
+    """Under capsys (as in a caller's own tests) sys.stderr has no fileno(): giving faulthandler
+    back must not raise, and it stays on."""
+    import faulthandler
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    was_on = faulthandler.is_enabled()
+    faulthandler.enable(file=2)
+    try:
+        with tflog.quiet_native_stderr():
+            os.write(2, b"I0000 00:00:1.5   1 x.cc:1] dropped\n")
+        assert faulthandler.is_enabled()
+    finally:
+        if not was_on:
+            faulthandler.disable()

@@ -79,7 +79,7 @@ def quiet_native_stderr() -> Iterator[None]:
     """Capture fd 2 in the block; write back what :func:`filter_lines` keeps when it ends.
 
     A crash inside the block would take the captured text with it: where :mod:`faulthandler` is
-    on, it writes to the real stderr while the block runs (and to ``sys.stderr`` after)."""
+    on, it writes to the real stderr while the block runs (and to fd 2 after)."""
     level = _min_level()
     try:
         os.fstat(2)
@@ -100,8 +100,8 @@ def quiet_native_stderr() -> Iterator[None]:
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
-            if crash_log:
-                faulthandler.enable()
+            if crash_log:  # fd 2 again (sys.stderr may have no file descriptor: pytest's)
+                faulthandler.enable(file=2)
             os.close(saved)
             tmp.seek(0)
             text = filter_lines(tmp.read().decode("utf-8", errors="replace"), level)
