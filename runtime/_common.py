@@ -7,13 +7,15 @@ import it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Union
+from typing import IO, Any, Callable, Iterator, NoReturn, Union
 
 #: File suffixes (lower case) that folder expansion, training and calibration treat as images.
 IMAGE_SUFFIXES = frozenset(
@@ -21,6 +23,29 @@ IMAGE_SUFFIXES = frozenset(
 
 #: The source-tree version; ``package_version()`` prefers the installed distribution's.
 SOURCE_VERSION = "0.1.0"
+
+
+@contextlib.contextmanager
+def crash_traceback_to(target: Union[int, IO[str]], back: int = 2, *,
+                       always: bool = False) -> Iterator[None]:
+    """In the block, a fatal crash's traceback (:mod:`faulthandler`) goes to ``target``.
+
+    For blocks that point file descriptor ``back`` elsewhere (``/dev/null``, a capture file):
+    where faulthandler was on, or ``always``, it writes to ``target`` (the real stderr) while
+    the block runs. After the block it writes to fd ``back`` again where it was on before (a
+    file descriptor, not ``sys.stderr``: a replaced one may have none), and is off otherwise.
+    faulthandler cannot say where it wrote before the block, so a user's own target is not kept.
+    """
+    was_on = faulthandler.is_enabled()
+    if was_on or always:
+        faulthandler.enable(file=target)
+    try:
+        yield
+    finally:
+        if was_on:
+            faulthandler.enable(file=back)
+        elif always:
+            faulthandler.disable()
 
 
 def die_with_parent() -> None:

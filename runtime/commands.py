@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import faulthandler
 import io
 import os
 import re
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ._common import crash_traceback_to
 from .inputs import Input, expand, json_line, printable, recognize_all
 from .labels import LabelsFileError, find_labels_file, read_labels_file
 from .metrics import Tally
@@ -95,18 +95,14 @@ def python_owns_stderr() -> Iterator[None]:
         saved = os.dup(fd)
         real = open(os.dup(saved), "w", encoding=sys.stderr.encoding or "utf-8",  # noqa: SIM115
                     errors="backslashreplace", buffering=1)
-        old, was_on = sys.stderr, faulthandler.is_enabled()
+        old = sys.stderr
         try:
             with open(os.devnull, "w") as null:
                 os.dup2(null.fileno(), fd)
             sys.stderr = real
-            faulthandler.enable(file=real)  # on, or moved off fd 2, which is /dev/null now
-            yield
+            with crash_traceback_to(real, fd, always=True):  # fd is /dev/null in the block
+                yield
         finally:
-            if was_on:  # fd, not ``old``: a replaced sys.stderr may have no file descriptor
-                faulthandler.enable(file=fd)
-            else:
-                faulthandler.disable()
             real.flush()
             sys.stderr = old
             os.dup2(saved, fd)
@@ -193,7 +189,7 @@ def _labelled_by_file(folder: Path, labels_file: Path) -> list[tuple[Input, str 
         rows = read_labels_file(labels_file)
     except LabelsFileError as exc:
         raise UsageError(f"--labels {labels_file}: {exc}") from None
-    return [(Input(str(folder / fname), str(folder / fname)), label) for fname, label in rows]
+    return [(Input(path := str(folder / fname), path), label) for fname, label in rows]
 
 
 def _sub_folders(folder: Path) -> list[Path]:

@@ -147,3 +147,24 @@ def test_the_filter_leaves_faulthandler_on_when_sys_stderr_has_no_descriptor(cap
     finally:
         if not was_on:
             faulthandler.disable()
+
+
+@pytest.mark.parametrize("was_on,always", [(True, False), (False, False), (False, True),
+                                           (True, True)])
+def test_crash_traceback_to_turns_faulthandler_on_only_where_asked_and_gives_it_back(
+        was_on: bool, always: bool) -> None:
+    """The one hand-off both stderr redirections use: on in the block where it was on or
+    ``always``; after it, as it was before, even when the block raises."""
+    import faulthandler
+
+    from captcha_edge._common import crash_traceback_to
+
+    before = faulthandler.is_enabled()
+    (faulthandler.enable if was_on else faulthandler.disable)()
+    try:
+        with pytest.raises(RuntimeError), crash_traceback_to(2, always=always):
+            assert faulthandler.is_enabled() == (was_on or always)
+            raise RuntimeError("inside")
+        assert faulthandler.is_enabled() == was_on
+    finally:
+        (faulthandler.enable if before else faulthandler.disable)()

@@ -19,12 +19,13 @@ same process that it found no CUDA driver, since the run then says
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import os
 import re
 import sys
 import tempfile
 from typing import Iterator, List
+
+from .._common import crash_traceback_to
 
 __all__ = ["filter_lines", "quiet_native_stderr"]
 
@@ -90,18 +91,14 @@ def quiet_native_stderr() -> Iterator[None]:
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    crash_log = faulthandler.is_enabled()
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
-        if crash_log:
-            faulthandler.enable(file=saved)
         try:
-            yield
+            with crash_traceback_to(saved):
+                yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
-            if crash_log:  # fd 2 again (sys.stderr may have no file descriptor: pytest's)
-                faulthandler.enable(file=2)
             os.close(saved)
             tmp.seek(0)
             text = filter_lines(tmp.read().decode("utf-8", errors="replace"), level)
