@@ -220,3 +220,31 @@ def test_an_epoch_runs_whole_calls_of_eight_steps_and_no_more(tmp_path: Path) ->
         fit.train(prepared, opts)
         state = json.loads((run / "checkpoint" / "state.json").read_text())
         assert state["step"] == want and state["next_epoch"] == 1
+
+
+@pytest.mark.slow  # ~40 s: three tiny epochs and an int8 export
+def test_mixed_precision_trains_and_exports(tmp_path: Path) -> None:
+    """The GPU's mixed_float16 path, forced on the CPU (no GPU in CI): the loss stays finite and
+    falls (the loss scaling and the float32 softmax/loss work), the run records the policy, and
+    the int8 export of its float16-trained weights reads like the Keras model."""
+    import keras
+
+    from captcha_edge.export.cli import main as export_main
+
+    run = tmp_path / "run"
+    args = _data_args(tmp_path) + ["--out", str(run), "--size", "small", "--epochs", "3",
+                                   "--mixed-precision", "on", "--threads", "2", "--seed", "1",
+                                   "--quiet"]
+    try:
+        assert main(args) == 0
+    finally:  # the policy is process-wide: later tests build float32 models
+        keras.mixed_precision.set_global_policy("float32")
+    with (run / "history.csv").open(newline="") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    assert len(losses) == 3 and np.isfinite(losses).all() and losses[-1] < losses[0], losses
+    assert json.loads((run / "model.json").read_text())["mixed_precision"] == "mixed_float16"
+
+    assert export_main([str(run), "--int8"]) == 0
+    report = json.loads((run / "export_report.json").read_text())
+    check = next(r for r in report["results"] if r["format"] == "int8")["verification"]
+    assert check["agreement"] >= 0.99 and check["max_abs_diff"] < 0.25, check
