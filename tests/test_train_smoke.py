@@ -228,7 +228,6 @@ def test_mixed_precision_trains_and_exports(tmp_path: Path) -> None:
     falls (the loss scaling and the float32 softmax/loss work), the run records the policy, and
     the int8 export of its float16-trained weights reads like the Keras model."""
     import keras
-
     from captcha_edge.export.cli import main as export_main
 
     run = tmp_path / "run"
