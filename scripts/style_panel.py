@@ -349,9 +349,69 @@ def _overlap(text: str, rng: random.Random) -> Image.Image:
     return img.convert("L")
 
 
+def _warped_color(text: str, rng: random.Random) -> Image.Image:
+    """Glyphs of several colours on a two-colour gradient, the whole image then bent by a sine
+    wave down the columns and another along the rows (as PHP captchas such as Securimage and
+    Gregwar do); RGB 200x64; a holdout style drawn after the defaults were last changed."""
+    import numpy as np
+
+    W, H = 200, 64
+    a, b = (np.array([rng.randint(150, 255) for _ in range(3)], float) for _ in range(2))
+    ramp = np.linspace(0.0, 1.0, W)[None, :, None]
+    bg = (a * (1 - ramp) + b * ramp).repeat(H, axis=0).astype(np.uint8)
+    img = Image.fromarray(bg, "RGB").convert("RGBA")
+
+    def ink() -> Tuple[int, ...]:
+        return (rng.randint(0, 130), rng.randint(0, 130), rng.randint(0, 130), 255)
+
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(30, 38)),
+           ink, 10, 10, W - 10, 0.08)
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(2, 4)):
+        d.line([(rng.uniform(0, W), rng.uniform(0, H)) for _ in range(2)], fill=ink(), width=1)
+    px = np.asarray(img.convert("RGB"))
+    ys, xs = np.mgrid[0:H, 0:W].astype(float)
+    ay, py, fy = rng.uniform(3, 7), rng.uniform(50, 110), rng.uniform(0, 6.3)
+    ax, px_, fx = rng.uniform(1, 3), rng.uniform(25, 50), rng.uniform(0, 6.3)
+    src_y = np.clip(np.rint(ys + ay * np.sin(fy + 2 * np.pi * xs / py)), 0, H - 1).astype(int)
+    src_x = np.clip(np.rint(xs + ax * np.sin(fx + 2 * np.pi * ys / px_)), 0, W - 1).astype(int)
+    return Image.fromarray(px[src_y, src_x], "RGB")
+
+
+def _hollow(text: str, rng: random.Random) -> Image.Image:
+    """Outlined glyphs (ink only on each glyph's edge, the inside left the background colour),
+    crossed by a few lines and sprinkled with salt and pepper; grey 180x60; a holdout style
+    drawn after the defaults were last changed."""
+    W, H = 180, 60
+    bg = rng.randint(205, 250)
+    img = Image.new("L", (W, H), bg)
+    d = ImageDraw.Draw(img)
+    ink = rng.randint(0, 90)
+    step = (W - 16) / len(text)
+    for i, ch in enumerate(text):
+        font = _font(rng.choice(("mono", "sans")), rng.randint(34, 42))
+        left, top, right, bottom = font.getbbox(ch)
+        tile = Image.new("LA", (right - left + 8, bottom - top + 8), (bg, 0))
+        ImageDraw.Draw(tile).text((4 - left, 4 - top), ch, font=font, fill=(bg, 255),
+                                  stroke_width=rng.choice((1, 2)), stroke_fill=(ink, 255))
+        tile = tile.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BICUBIC, expand=True)
+        cx = 8 + step * (i + 0.5) + rng.uniform(-0.1, 0.1) * step
+        cy = H / 2 + rng.uniform(-0.1, 0.1) * H
+        img.paste(tile.convert("L"), (int(cx - tile.width / 2),
+                                      int(max(0, min(H - tile.height, cy - tile.height / 2)))),
+                  tile.getchannel("A"))
+    for _ in range(rng.randint(3, 5)):
+        d.line([(rng.uniform(-10, W + 10), rng.uniform(0, H)) for _ in range(2)], fill=ink,
+               width=rng.choice((1, 2)))
+    for _ in range(int(W * H * rng.uniform(0.04, 0.08))):
+        d.point((rng.randrange(W), rng.randrange(H)), fill=rng.choice((ink, 255)))
+    return img
+
+
 #: Styles kept out of every tuning decision: drawn only to check that the defaults chosen on
 #: STYLES carry over to kinds of captcha they were not chosen on (light on dark, JPEG
-#: artefacts, long labels, a square image). Not in the default panel.
+#: artefacts, long labels, a square image, touching glyphs, a whole-image sine warp, outlined
+#: glyphs). Not in the default panel.
 HOLDOUT: Dict[str, Style] = {s.name: s for s in (
     Style("inverted", DIGITS + UPPER, (5, 5), _inverted,
           "grey 160x50, light glyphs on a dark grid, 5 of 36"),
@@ -365,6 +425,10 @@ HOLDOUT: Dict[str, Style] = {s.name: s for s in (
           (5, 5), _cased, "RGB 180x60, mixed case at one font size a captcha, 5 of 55"),
     Style("overlap", "23456789abcdefghjkmnpqrstuvwxyz", (6, 6), _overlap,
           "grey 140x50, 6 of 31 touching rotated glyphs and a thick wavy line"),
+    Style("warped-color", "23456789ABCDEFGHJKLMNPQRSTUVWXYZ", (5, 5), _warped_color,
+          "RGB 200x64, 5 of 32 glyphs of several colours on a gradient, sine-warped"),
+    Style("hollow", DIGITS + UPPER, (5, 5), _hollow,
+          "grey 180x60, 5 of 36 outlined glyphs, crossing lines, salt and pepper"),
 )}
 #: Every style this script draws: the panel and the holdouts.
 ALL_STYLES: Dict[str, Style] = {**STYLES, **HOLDOUT}

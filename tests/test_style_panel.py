@@ -55,6 +55,10 @@ def test_the_holdout_styles_are_apart_and_what_they_promise() -> None:
     assert cased.mode == "RGB" and cased.size == (180, 60)
     overlap_text, overlap = panel.draw(panel.HOLDOUT["overlap"], 0, 6)
     assert overlap.mode == "L" and overlap.size == (140, 50) and len(overlap_text) == 6
+    warped = np.asarray(panel.draw(panel.HOLDOUT["warped-color"], 0, 7)[1], np.int16)
+    assert warped.shape == (64, 200, 3) and np.abs(warped[..., 0] - warped[..., 2]).max() > 30
+    hollow_text, hollow = panel.draw(panel.HOLDOUT["hollow"], 0, 8)
+    assert hollow.mode == "L" and hollow.size == (180, 60) and len(hollow_text) == 5
     assert panel.main(["--out", "x", "--show", "nope"]) == 2  # holdouts are named, not others
 
 
