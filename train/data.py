@@ -487,11 +487,11 @@ def choose_contrast(samples: Sequence[Sample]) -> Tuple[str, str, float]:
         return "none", "no real images to look at: pixels as they are", 0.0
     span = float(np.median(spans))
     if span < CONTRAST_SPAN_MAX:
-        return "stretch", (f"the median image spans {span:g} grey levels (of {len(spans)}; "
-                           f"stretch below {CONTRAST_SPAN_MAX}): each image stretched to "
-                           "0..255"), span
-    return "none", (f"the median image spans {span:g} grey levels (of {len(spans)}; stretch "
-                    f"below {CONTRAST_SPAN_MAX}): pixels as they are"), span
+        return "stretch", (f"the median image spans {span:g} grey levels (median of "
+                           f"{len(spans)} images; stretch below {CONTRAST_SPAN_MAX}): each "
+                           "image stretched to 0..255"), span
+    return "none", (f"the median image spans {span:g} grey levels (median of {len(spans)} "
+                    f"images; stretch below {CONTRAST_SPAN_MAX}): pixels as they are"), span
 
 
 #: Training cost model (docs/train.md): milliseconds of one x86 core per training image (forward,
