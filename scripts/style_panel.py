@@ -408,10 +408,51 @@ def _hollow(text: str, rng: random.Random) -> Image.Image:
     return img
 
 
+def _speckle(text: str, rng: random.Random) -> Image.Image:
+    """Dark glyphs in a storm of coloured speckles (a third to a half of the pixels) and a few
+    coloured blots; RGB 160x60; a holdout style drawn after the defaults were last changed."""
+    import numpy as np
+
+    W, H = 160, 60
+    img = Image.new("RGBA", (W, H), (*(rng.randint(200, 255) for _ in range(3)), 255))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(3, 6)):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(5, 14)
+        d.ellipse((x - r, y - r, x + r, y + r),
+                  fill=(*(rng.randint(90, 230) for _ in range(3)), 255))
+    ink = tuple(rng.randint(0, 70) for _ in range(3))
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(26, 32)),
+           lambda: (*ink, 255), 15, 6, W - 6, 0.1)
+    px = np.asarray(img.convert("RGB")).copy()
+    gen = np.random.default_rng(rng.getrandbits(32))
+    mask = gen.random((H, W)) < rng.uniform(0.3, 0.5)
+    px[mask] = gen.integers(60, 256, (int(mask.sum()), 3), dtype=np.uint8)
+    return Image.fromarray(px, "RGB")
+
+
+def _ink_grid(text: str, rng: random.Random) -> Image.Image:
+    """Dark glyphs under a dense, slightly tilted grid drawn in the glyphs' own ink, so lines and
+    strokes differ only in shape; grey 200x60; a holdout style drawn after the defaults were
+    last changed."""
+    W, H = 200, 60
+    bg = rng.randint(215, 250)
+    img = Image.new("RGBA", (W, H), (bg, bg, bg, 255))
+    ink = rng.randint(10, 70)
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(30, 38)),
+           lambda: (ink, ink, ink, 255), 12, 8, W - 8, 0.08)
+    d = ImageDraw.Draw(img)
+    pitch, tilt = rng.randint(9, 15), rng.uniform(-0.15, 0.15)
+    for x in range(rng.randrange(pitch) - H, W + H, pitch):
+        d.line([(x, 0), (x + tilt * H, H)], fill=(ink, ink, ink, 255), width=1)
+    for y in range(rng.randrange(pitch), H, pitch):
+        d.line([(0, y), (W, y - tilt * W / 3)], fill=(ink, ink, ink, 255), width=1)
+    return img.convert("L")
+
+
 #: Styles kept out of every tuning decision: drawn only to check that the defaults chosen on
 #: STYLES carry over to kinds of captcha they were not chosen on (light on dark, JPEG
 #: artefacts, long labels, a square image, touching glyphs, a whole-image sine warp, outlined
-#: glyphs). Not in the default panel.
+#: glyphs, dense speckle, a grid in the glyphs' own ink). Not in the default panel.
 HOLDOUT: Dict[str, Style] = {s.name: s for s in (
     Style("inverted", DIGITS + UPPER, (5, 5), _inverted,
           "grey 160x50, light glyphs on a dark grid, 5 of 36"),
@@ -429,6 +470,11 @@ HOLDOUT: Dict[str, Style] = {s.name: s for s in (
           "RGB 200x64, 5 of 32 glyphs of several colours on a gradient, sine-warped"),
     Style("hollow", DIGITS + UPPER, (5, 5), _hollow,
           "grey 180x60, 5 of 36 outlined glyphs, crossing lines, salt and pepper"),
+    Style("speckle", "23456789abcdefghjkmnpqrstuvwxyz", (6, 6), _speckle,
+          "RGB 160x60, 6 of 31 dark glyphs under coloured speckles on a third to a half of "
+          "the pixels"),
+    Style("ink-grid", "23456789ABCDEFGHJKLMNPQRSTUVWXYZ", (5, 5), _ink_grid,
+          "grey 200x60, 5 of 32 under a dense tilted grid in the glyphs' own ink"),
 )}
 #: Every style this script draws: the panel and the holdouts.
 ALL_STYLES: Dict[str, Style] = {**STYLES, **HOLDOUT}

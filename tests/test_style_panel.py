@@ -59,6 +59,10 @@ def test_the_holdout_styles_are_apart_and_what_they_promise() -> None:
     assert warped.shape == (64, 200, 3) and np.abs(warped[..., 0] - warped[..., 2]).max() > 30
     hollow_text, hollow = panel.draw(panel.HOLDOUT["hollow"], 0, 8)
     assert hollow.mode == "L" and hollow.size == (180, 60) and len(hollow_text) == 5
+    speckle = np.asarray(panel.draw(panel.HOLDOUT["speckle"], 0, 9)[1], np.int16)
+    assert speckle.shape == (60, 160, 3) and np.abs(np.diff(speckle, axis=1)).mean() > 20
+    grid_text, grid = panel.draw(panel.HOLDOUT["ink-grid"], 0, 10)
+    assert grid.mode == "L" and grid.size == (200, 60) and len(grid_text) == 5
     assert panel.main(["--out", "x", "--show", "nope"]) == 2  # holdouts are named, not others
 
 
