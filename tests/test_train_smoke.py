@@ -225,8 +225,9 @@ def test_an_epoch_runs_whole_calls_of_eight_steps_and_no_more(tmp_path: Path) ->
 @pytest.mark.slow  # ~40 s: three tiny epochs and an int8 export
 def test_mixed_precision_trains_and_exports(tmp_path: Path) -> None:
     """The GPU's mixed_float16 path, forced on the CPU (no GPU in CI): the loss stays finite and
-    falls (the loss scaling and the float32 softmax/loss work), the run records the policy, and
-    the int8 export of its float16-trained weights reads like the Keras model."""
+    falls (the loss scaling and the float32 softmax/loss work), the run records the policy, the
+    process-wide policy is put back afterwards, and the int8 export of its float16-trained
+    weights reads like the Keras model."""
     import keras
     from captcha_edge.export.cli import main as export_main
 
@@ -234,8 +235,10 @@ def test_mixed_precision_trains_and_exports(tmp_path: Path) -> None:
     args = _data_args(tmp_path) + ["--out", str(run), "--size", "small", "--epochs", "3",
                                    "--mixed-precision", "on", "--threads", "2", "--seed", "1",
                                    "--quiet"]
+    before = keras.mixed_precision.global_policy().name
     try:
         assert main(args) == 0
+        assert keras.mixed_precision.global_policy().name == before  # train() puts it back
     finally:  # the policy is process-wide: later tests build float32 models
         keras.mixed_precision.set_global_policy("float32")
     with (run / "history.csv").open(newline="") as fh:

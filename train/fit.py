@@ -137,8 +137,10 @@ class BudgetSchedule:
         return float(self.peak * (0.1 + 0.9 * warm) * cosine)
 
 
-def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple[Any, bool]:
-    """Set threads, seeds, mixed precision and the distribution strategy; return (strategy, gpu).
+def configure_tensorflow(threads: int, seed: int, mixed_precision: str
+                         ) -> Tuple[Any, bool, Any]:
+    """Set threads, seeds, mixed precision and the distribution strategy; return (strategy, gpu,
+    the Keras dtype policy that was in force before, for :func:`train` to put back).
 
     Must run before any TensorFlow op executes (thread counts are fixed at first use).
     """
@@ -165,6 +167,7 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
         except (ValueError, RuntimeError):
             pass
     use_mp = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    before = keras.mixed_precision.global_policy()
     # float16 compute on tensor cores; the "probs" softmax layer is pinned to float32 in model.py
     # and the loss casts logits to float32.
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
@@ -173,7 +176,7 @@ def configure_tensorflow(threads: int, seed: int, mixed_precision: str) -> Tuple
         strategy = tf.distribute.MirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()
-    return strategy, bool(gpus)
+    return strategy, bool(gpus), before
 
 
 def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
@@ -474,9 +477,23 @@ def epoch_line(epoch: int, o: Options, used_seconds: float) -> str:
 
 
 def train(p: Prepared, o: Options) -> Tuple[Dict[str, Any], int]:
-    """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C)."""
+    """Train, write the run folder, return ``(metrics, exit_code)`` (130 after Ctrl-C).
+
+    Keras' dtype policy is process-wide: the one in force before is put back afterwards, so a
+    notebook's or test's later models are not built in ``mixed_float16``."""
     state = load_state(o.out, p, o.ema) if o.resume else {}
-    strategy, gpu = configure_tensorflow(o.threads, o.seed, o.mixed_precision)
+    strategy, gpu, policy_before = configure_tensorflow(o.threads, o.seed, o.mixed_precision)
+    import keras
+
+    try:
+        return _fit(p, o, state, strategy, gpu)
+    finally:
+        keras.mixed_precision.set_global_policy(policy_before)
+
+
+def _fit(p: Prepared, o: Options, state: Dict[str, Any], strategy: Any, gpu: bool
+         ) -> Tuple[Dict[str, Any], int]:
+    """:func:`train`'s body, TensorFlow configured."""
     import keras
 
     max_len = p.max_label_length
