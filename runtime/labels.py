@@ -34,7 +34,9 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     The first row is a header when it reads ``filename,label`` (any case, or a like pair such as
     ``file,text``), or when its first field is not an image file name and the next row's is
     (``image,answer`` above ``c1.png,4821``). Blank lines are ignored; a file listed twice is an
-    error. The error messages leave out the path: the caller names it with its own option.
+    error. A file name's backslashes are read as folder separators (``imgs\\a.png``, as a
+    labels file written on Windows names it), so the names returned use ``/``. The error messages
+    leave out the path: the caller names it with its own option.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -52,7 +54,7 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
         if len(row) != 2:
             raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected 2 "
                                   f"(filename{'<TAB>' if delim == chr(9) else delim}label)")
-        rows.append((lineno, row[0].strip(), row[1].strip()))
+        rows.append((lineno, row[0].strip().replace("\\", "/"), row[1].strip()))
     if rows and _is_header(rows):
         rows = rows[1:]
     seen = set()

@@ -62,6 +62,8 @@ def test_recursive_finds_subfolders_with_relative_names(tmp_path: Path) -> None:
     # A spreadsheet's CSV in a locale whose decimal mark is the comma; a ';' in a label is kept.
     ("labels.csv", "filename;label\na.png;abc\nsub/b.png;x y\n"),
     ("labels.csv", "\ufeffa.png;abc\nsub/b.png;x y\n"),
+    # Written on Windows: a backslash between folder and file.
+    ("labels.csv", "filename,label\r\na.png,abc\r\nsub\\b.png,x y\r\n"),
 ])
 def test_labels_file_csv_and_tsv(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
