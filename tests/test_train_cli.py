@@ -231,6 +231,28 @@ def test_names_that_are_all_label_underscore_id_give_the_part_before_the_undersc
         (data / f"{odd}.png").unlink()
 
 
+def test_names_that_are_all_number_underscore_text_are_read_whole_with_a_warning(
+        tmp_path: Path, capsys) -> None:
+    """0001_ab3d: an index then the label, or a label that starts with digits; the run cannot
+    tell, keeps whole names (as it did) and says on stderr how to read the part after the '_'.
+    With --label-pattern, or when one name is not NUMBER_TEXT, it says nothing."""
+    from captcha_edge.train import cli
+
+    data = _folder(tmp_path / "data", [f"{i:04d}_a{i:02d}b" for i in range(30)])
+    args = ["--data-dir", str(data), "--out", str(tmp_path / "r"), "--max-minutes", "1", "-q"]
+    prepared = cli.prepare(cli.build_parser().parse_args(args))
+    assert "0007_a07b" in prepared.train_labels + prepared.val_labels
+    err = capsys.readouterr().err
+    assert "warning: every file name is NUMBER_TEXT (e.g. '0000_a00b.png')" in err
+    pattern = err.split("--label-pattern ")[1].strip().strip("'")
+    prepared = cli.prepare(cli.build_parser().parse_args(args + ["--label-pattern", pattern]))
+    assert sorted(prepared.train_labels + prepared.val_labels) == [f"a{i:02d}b" for i in range(30)]
+    assert "warning" not in capsys.readouterr().err
+    Image.new("L", (60, 20), 200).save(data / "plain.png")
+    cli.prepare(cli.build_parser().parse_args(args))
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_the_labels_of_unreadable_files_add_no_symbols(tmp_path: Path) -> None:
     """An unreadable zzzzzz.png among readable images is skipped, and its 'z' is no class of the
     model (the charset comes from the images read), nor is its length the longest label's; with

@@ -75,6 +75,8 @@ WARMUP_STEPS = 300
 STEM_PREFIX_PATTERN = r"^([^_]+)_"
 #: A name that is LABEL_ID: the label, "_", then a number or a hash or UUID (8+ hex digits).
 LABEL_ID_NAME = re.compile(r"^[^_]+_(\d+|[0-9a-fA-F-]{8,})$")
+#: A name that may be ID_LABEL: a number, "_", then text that is not an ID (0001_ab3d).
+ID_LABEL_NAME = re.compile(r"^\d+_[^_]+$")
 #: Default time budget of a run, in minutes.
 DEFAULT_MAX_MINUTES = 30.0
 
@@ -447,6 +449,13 @@ def prepare(a: argparse.Namespace) -> Any:
                       f"{Path(real[0].name).name!r}); --label-pattern '^(.+)$' reads whole names")
         real = D.find_samples(a.data_dir, label_pattern=a.label_pattern, recursive=a.recursive,
                               case=a.case)
+    elif real and a.labels is None and a.label_pattern is None \
+            and all(ID_LABEL_NAME.match(Path(s.name).stem) for s in real):
+        # 0001_ab3d: the number may be an index (ID_LABEL) or part of the text; only the user
+        # knows, and a wrong guess trains on the wrong labels for the whole budget, so say it.
+        print(f"captcha-train: warning: every file name is NUMBER_TEXT (e.g. "
+              f"{Path(real[0].name).name!r}), read whole as the label {real[0].label!r}; if the "
+              f"number is an index, add --label-pattern '^\\d+_(.+)$'", file=sys.stderr)
     if charset is None:
         charset = D.infer_charset([s.label for s in real]) if real \
             else D.DEFAULT_SYNTHETIC_CHARSET
