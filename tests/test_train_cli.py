@@ -271,3 +271,23 @@ def test_the_labels_of_unreadable_files_add_no_symbols(tmp_path: Path) -> None:
     prepared = cli.prepare(cli.build_parser().parse_args(args + ["--charset",
                                                                  "0123456789abz"]))
     assert prepared.charset == "0123456789abz"
+
+
+def test_an_unreadable_long_label_neither_widens_the_input_nor_fails_a_width(
+        tmp_path: Path) -> None:
+    """The input width counts the longest label of the images that read: a 20-character
+    unreadable file gives the same automatic input as none, and an explicit --width too narrow
+    for it (but wide enough for the rest) trains on the others instead of stopping."""
+    from captcha_edge.train import cli
+
+    data = _folder(tmp_path / "data", [f"a{i:02d}b" for i in range(30)])
+    args = ["--data-dir", str(data), "--out", str(tmp_path / "r"), "--max-minutes", "1", "-q"]
+    clean = cli.prepare(cli.build_parser().parse_args(args)).model_config
+    (data / ("ab" * 10 + ".png")).write_bytes(b"not a png")
+    prepared = cli.prepare(cli.build_parser().parse_args(args))
+    assert (prepared.model_config.width, prepared.model_config.height) == \
+        (clean.width, clean.height)
+    assert prepared.max_label_length == 4
+    prepared = cli.prepare(cli.build_parser().parse_args(args + ["--width", "96", "--height",
+                                                                 "32"]))
+    assert prepared.model_config.time_steps == 12 and prepared.max_label_length == 4

@@ -462,7 +462,11 @@ def prepare(a: argparse.Namespace) -> Any:
     syn_seed = a.seed if a.synthetic_seed is None else a.synthetic_seed
     synthetic = D.synthetic_samples(a.synthetic, charset, lengths, syn_seed) if a.synthetic else []
     everything = real + synthetic
-    longest = max((len(s.label) for s in everything), default=1)
+    longest, unreadable = D.longest_readable_label(everything)
+    if unreadable:  # skipped by the load below, which says so; they bound nothing
+        skipped = {s.name for s in unreadable}
+        everything = [s for s in everything if s.name not in skipped]
+    longest = max(longest, 1)
     chosen = _choose_input(a, real, longest, int(arch["time_pool"]), init_recipe,
                            str(arch["stem"]), str(arch["head"]))
     height, width, color = chosen["height"], chosen["width"], chosen["color"]
