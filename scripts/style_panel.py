@@ -449,10 +449,72 @@ def _ink_grid(text: str, rng: random.Random) -> Image.Image:
     return img.convert("L")
 
 
+def _perspective(text: str, rng: random.Random) -> Image.Image:
+    """Dark glyphs with a grey drop shadow on a light tint with faint rings, the whole picture
+    then seen at an angle (a random perspective: one side taller than the other, the top
+    leaning), as '3D' captchas draw it; RGB 200x70; a holdout style drawn after the defaults
+    were last changed."""
+    import numpy as np
+
+    W, H = 200, 70
+    bg = tuple(rng.randint(215, 255) for _ in range(3))
+    img = Image.new("RGBA", (W, H), (*bg, 255))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(3, 6)):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(10, 40)
+        d.ellipse((x - r, y - r, x + r, y + r), outline=tuple(c - 35 for c in bg) + (255,),
+                  width=2)
+    text_layer = Image.new("RGBA", (W, H), (0, 0, 0, 0))
+    ink = tuple(rng.randint(0, 90) for _ in range(3))
+    font = _font(rng.choice(("mono", "sans")), rng.randint(34, 40))
+    _place(text_layer, text, rng, lambda: font, lambda: (*ink, 255), 12, 14, W - 14, 0.06)
+    dx, dy = rng.choice((-1, 1)) * rng.randint(2, 4), rng.randint(2, 4)
+    shadow = Image.new("RGBA", (W, H), (110, 110, 110, 255))
+    shadow.putalpha(text_layer.getchannel("A").point(lambda a: a * 2 // 3))
+    img.alpha_composite(shadow, (max(dx, 0), dy), (max(-dx, 0), 0))
+    img.alpha_composite(text_layer)
+    # Output corners -> where they come from in the flat picture: one side squeezed, the top
+    # pushed sideways.
+    squeeze, lean = rng.uniform(0.08, 0.22) * H, rng.uniform(-0.12, 0.12) * W
+    left = rng.random() < 0.5
+    src = [(0 + lean, -squeeze if left else 0), (W + lean, 0 if left else -squeeze),
+           (W, H + (0 if left else squeeze)), (0, H + (squeeze if left else 0))]
+    dst = [(0, 0), (W, 0), (W, H), (0, H)]
+    rows = []
+    for (x, y), (u, v) in zip(dst, src):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    coeffs = np.linalg.solve(np.array(rows, float), np.array(src, float).reshape(8))
+    return img.convert("RGB").transform((W, H), Image.Transform.PERSPECTIVE,
+                                        tuple(coeffs), Image.Resampling.BICUBIC,
+                                        fillcolor=bg)
+
+
+def _tumble(text: str, rng: random.Random) -> Image.Image:
+    """4-6 glyphs each turned up to 45 degrees and drawn at its own size (22-40 px) in its own
+    dark colour, with two thin arcs across; RGB 180x60; a holdout style drawn after the defaults
+    were last changed."""
+    W, H = 180, 60
+    img = Image.new("RGBA", (W, H), (*(rng.randint(230, 255) for _ in range(3)), 255))
+
+    def ink() -> Tuple[int, ...]:
+        return (*(rng.randint(0, 110) for _ in range(3)), 255)
+
+    _place(img, text, rng, lambda: _font(rng.choice(("mono", "sans")), rng.randint(22, 40)),
+           ink, 45, 8, W - 8, 0.12)
+    d = ImageDraw.Draw(img)
+    for _ in range(2):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(30, 90)
+        d.arc((x - r, y - r, x + r, y + r), rng.uniform(0, 360), rng.uniform(0, 360),
+              fill=ink(), width=1)
+    return img.convert("RGB")
+
+
 #: Styles kept out of every tuning decision: drawn only to check that the defaults chosen on
 #: STYLES carry over to kinds of captcha they were not chosen on (light on dark, JPEG
 #: artefacts, long labels, a square image, touching glyphs, a whole-image sine warp, outlined
-#: glyphs, dense speckle, a grid in the glyphs' own ink). Not in the default panel.
+#: glyphs, dense speckle, a grid in the glyphs' own ink, a perspective view with a drop shadow,
+#: glyphs turned up to 45 degrees at sizes of their own). Not in the default panel.
 HOLDOUT: Dict[str, Style] = {s.name: s for s in (
     Style("inverted", DIGITS + UPPER, (5, 5), _inverted,
           "grey 160x50, light glyphs on a dark grid, 5 of 36"),
@@ -475,6 +537,10 @@ HOLDOUT: Dict[str, Style] = {s.name: s for s in (
           "the pixels"),
     Style("ink-grid", "23456789ABCDEFGHJKLMNPQRSTUVWXYZ", (5, 5), _ink_grid,
           "grey 200x60, 5 of 32 under a dense tilted grid in the glyphs' own ink"),
+    Style("perspective", "23456789abcdefghjkmnpqrstuvwxyz", (5, 5), _perspective,
+          "RGB 200x70, 5 of 31 shadowed glyphs seen at an angle (a random perspective)"),
+    Style("tumble", "23456789abcdefghjkmnpqrstuvwxyz", (4, 6), _tumble,
+          "RGB 180x60, 4-6 of 31 glyphs each turned up to 45 degrees, sized 22-40 px"),
 )}
 #: Every style this script draws: the panel and the holdouts.
 ALL_STYLES: Dict[str, Style] = {**STYLES, **HOLDOUT}

@@ -63,6 +63,10 @@ def test_the_holdout_styles_are_apart_and_what_they_promise() -> None:
     assert speckle.shape == (60, 160, 3) and np.abs(np.diff(speckle, axis=1)).mean() > 20
     grid_text, grid = panel.draw(panel.HOLDOUT["ink-grid"], 0, 10)
     assert grid.mode == "L" and grid.size == (200, 60) and len(grid_text) == 5
+    view = panel.draw(panel.HOLDOUT["perspective"], 0, 11)[1]
+    assert view.mode == "RGB" and view.size == (200, 70)
+    tumble = {len(panel.draw(panel.HOLDOUT["tumble"], 0, i)[0]) for i in range(40)}
+    assert tumble == {4, 5, 6} and panel.draw(panel.HOLDOUT["tumble"], 0, 0)[1].size == (180, 60)
     assert panel.main(["--out", "x", "--show", "nope"]) == 2  # holdouts are named, not others
 
 
