@@ -184,23 +184,21 @@ def check_labels(samples: Sequence[Sample], charset: str, time_steps: int) -> in
 def longest_readable_label(samples: Sequence[Sample]) -> Tuple[int, List[Sample]]:
     """The longest label among the samples that can be read, and the unreadable ones found.
 
-    Files are opened longest label first, only until one of a length reads, so a folder whose
-    images all read costs one decode: an unreadable ``zzzzzzzzzzzz.png`` must not widen the input
-    (or fail an explicit ``--width``) before the full load skips it. Synthetic samples always read.
+    Files are opened longest label first, only until one reads, so a folder whose images all
+    read costs one decode: an unreadable ``zzzzzzzzzzzz.png`` must not widen the input (or fail
+    an explicit ``--width``) before the full load skips it. Synthetic samples always read.
     """
     from ..preprocess import load_image
 
     bad: List[Sample] = []
-    for length in sorted({len(s.label) for s in samples}, reverse=True):
-        for s in (x for x in samples if len(x.label) == length):
-            if s.path is None:
-                return length, bad
+    for s in sorted(samples, key=lambda x: len(x.label), reverse=True):
+        if s.path is not None:
             try:
                 load_image(s.path)
             except (ImageError, OSError):
                 bad.append(s)
                 continue
-            return length, bad
+        return len(s.label), bad
     return 0, bad
 
 
