@@ -246,3 +246,20 @@ def test_edit_ops_and_scores() -> None:
     assert s["seq_acc"] == 0.5 and s["cer"] == pytest.approx(1 / 7)
     conf = ctc.confusions(["mn", "mm", "ab"], ["nn", "nm", "ab"])
     assert conf[0] == {"truth": "m", "pred": "n", "count": 2}
+
+
+# -- run-folder pictures -----------------------------------------------------------------------
+
+def test_samples_picture_of_labels_the_font_lacks_warns_nothing(tmp_path: Path) -> None:
+    """Chinese labels are drawn as boxes in samples.png, without one warning a glyph."""
+    import warnings
+
+    pytest.importorskip("matplotlib")
+    from captcha_edge.train.report import plot_samples
+
+    images = np.full((2, 20, 40), 200, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_samples(tmp_path / "samples.png", images, ["中文ab", "ab"], ["中文ab", "a"])
+    with Image.open(tmp_path / "samples.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
@@ -40,8 +41,14 @@ def write_history(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
 
 
 def _save_figure(fig: Any, path: Path) -> None:
+    """Lay out and write ``fig``. Labels in a script the plotting font lacks (Chinese, say) are
+    drawn as boxes in samples.png; matplotlib's warning for each missing glyph is not repeated to
+    the user, whose model and files are unaffected."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=100)
     write_bytes(path, buf.getvalue())
 
 
@@ -65,7 +72,6 @@ def plot_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylim(0, 1.01)
     ax2.legend(loc="lower right")
-    fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -92,6 +98,5 @@ def plot_samples(path: Path, images: np.ndarray, truths: Sequence[str], preds: S
         ax.set_title(f"{'WRONG ' if bad else ''}{truths[i]} -> {preds[i] or '(empty)'}",
                      color="red" if bad else "black", fontsize=9)
     fig.suptitle(f"validation: {len(wrong)} wrong of {len(truths)}", fontsize=10)
-    fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
