@@ -36,7 +36,8 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     (``image,answer`` above ``c1.png,4821``). Blank lines are ignored; a file listed twice is an
     error. A file name's backslashes are read as folder separators (``imgs\\a.png``, as a
     labels file written on Windows names it), so the names returned use ``/``. The error messages
-    leave out the path: the caller names it with its own option.
+    leave out the path: the caller names it with its own option. A ``label,filename`` file (every
+    row's second field an image name, no first field one) is read the other way round.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -54,7 +55,10 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
         if len(row) != 2:
             raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected 2 "
                                   f"(filename{'<TAB>' if delim == chr(9) else delim}label)")
-        rows.append((lineno, row[0].strip().replace("\\", "/"), row[1].strip()))
+        rows.append((lineno, row[0].strip(), row[1].strip()))
+    if _columns_swapped(rows):
+        rows = [(lineno, b, a) for lineno, a, b in rows]
+    rows = [(lineno, fname.replace("\\", "/"), label) for lineno, fname, label in rows]
     if rows and _is_header(rows):
         rows = rows[1:]
     seen = set()
@@ -72,6 +76,13 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
 
 def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _columns_swapped(rows: List[Tuple[int, str, str]]) -> bool:
+    """True for a ``label,filename`` file: every row but a possible header names an image in its
+    second field and none in its first (no label ends in ``.png``, so the order is not in doubt)."""
+    body = rows[1:] if rows and not any(map(_is_image_name, rows[0][1:])) else rows
+    return bool(body) and all(_is_image_name(b) and not _is_image_name(a) for _, a, b in body)
 
 
 def _is_header(rows: List[Tuple[int, str, str]]) -> bool:

@@ -64,6 +64,10 @@ def test_recursive_finds_subfolders_with_relative_names(tmp_path: Path) -> None:
     ("labels.csv", "\ufeffa.png;abc\nsub/b.png;x y\n"),
     # Written on Windows: a backslash between folder and file.
     ("labels.csv", "filename,label\r\na.png,abc\r\nsub\\b.png,x y\r\n"),
+    # The columns the other way round, with a header or without one.
+    ("labels.csv", "text,file\nabc,a.png\nx y,sub\\b.png\n"),
+    ("labels.csv", "abc,a.png\nx y,sub/b.png\n"),
+    ("labels.tsv", "solution\timage\nabc\ta.png\nx y\tsub/b.png\n"),
 ])
 def test_labels_file_csv_and_tsv(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
