@@ -37,7 +37,8 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     error. A file name's backslashes are read as folder separators (``imgs\\a.png``, as a
     labels file written on Windows names it), so the names returned use ``/``. The error messages
     leave out the path: the caller names it with its own option. A ``label,filename`` file (every
-    row's second field an image name, no first field one) is read the other way round.
+    row's second field an image name, no first field one) is read the other way round. A file of
+    more than two columns is read when its header row names the two (``id,image,text,source``).
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -48,18 +49,27 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
     # A semicolon where a spreadsheet's locale uses the comma as its decimal mark.
     delim = "\t" if Path(path).suffix.lower() == ".tsv" or "\t" in first else \
         ";" if ";" in first and "," not in first else ","
+    table = [(lineno, row) for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1)
+             if row and any(c.strip() for c in row)]
+    columns = _named_columns(table[0][1]) if table and len(table[0][1]) > 2 else None
+    width = len(table[0][1]) if columns else 2
     rows: List[Tuple[int, str, str]] = []
-    for lineno, row in enumerate(csv.reader(lines, delimiter=delim), start=1):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected 2 "
-                                  f"(filename{'<TAB>' if delim == chr(9) else delim}label)")
-        rows.append((lineno, row[0].strip(), row[1].strip()))
-    if _columns_swapped(rows):
+    for lineno, row in table:
+        if len(row) != width:
+            hint = ("; or a header row that names the file and label columns among more (image, "
+                    "text, ...)") if lineno == table[0][0] else ""
+            form = "as the header row" if columns else \
+                f"filename{'<TAB>' if delim == chr(9) else delim}label"
+            raise LabelsFileError(f"line {lineno} has {len(row)} fields; expected {width} "
+                                  f"({form}){hint}")
+        f, lab = columns or (0, 1)
+        rows.append((lineno, row[f].strip(), row[lab].strip()))
+    if columns:
+        rows = rows[1:]
+    elif _columns_swapped(rows):
         rows = [(lineno, b, a) for lineno, a, b in rows]
     rows = [(lineno, fname.replace("\\", "/"), label) for lineno, fname, label in rows]
-    if rows and _is_header(rows):
+    if not columns and rows and _is_header(rows):
         rows = rows[1:]
     seen = set()
     for lineno, fname, label in rows:
@@ -76,6 +86,19 @@ def read_labels_file(path: Path) -> List[Tuple[str, str]]:
 
 def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+#: Column names that pick the file and label columns of a header row of more than two fields.
+_NAMED_FILE = _HEADER_FILE + ("image", "img", "file_name", "filepath", "image_path", "image_name")
+_NAMED_LABEL = _HEADER_LABEL + ("solution", "answer", "captcha", "labels", "code")
+
+
+def _named_columns(header: List[str]) -> Optional[Tuple[int, int]]:
+    """The (file, label) columns a header row of more than two fields names, or None."""
+    names = [c.strip().lower() for c in header]
+    files = [i for i, n in enumerate(names) if n in _NAMED_FILE]
+    labels = [i for i, n in enumerate(names) if n in _NAMED_LABEL]
+    return (files[0], labels[0]) if len(files) == 1 and len(labels) == 1 else None
 
 
 def _columns_swapped(rows: List[Tuple[int, str, str]]) -> bool:

@@ -68,6 +68,8 @@ def test_recursive_finds_subfolders_with_relative_names(tmp_path: Path) -> None:
     ("labels.csv", "text,file\nabc,a.png\nx y,sub\\b.png\n"),
     ("labels.csv", "abc,a.png\nx y,sub/b.png\n"),
     ("labels.tsv", "solution\timage\nabc\ta.png\nx y\tsub/b.png\n"),
+    # More than two columns, the header naming the file's and the label's.
+    ("labels.csv", "id,Image,source,Text\n7,a.png,site1,abc\n8,sub\\b.png,site2,x y\n"),
 ])
 def test_labels_file_csv_and_tsv(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
@@ -95,6 +97,12 @@ def test_labels_file_errors(tmp_path: Path) -> None:
     assert [s.label for s in D.find_samples(None, labels_file=f)] == ["abc", "abd"]
     f.write_text("a.png,a;b\nb.png,abd\n")  # a comma in the first line: its ';' is text
     assert [s.label for s in D.find_samples(None, labels_file=f)] == ["a;b", "abd"]
+    f.write_text("id,image,text\n1,a.png,abc\n2,b.png\n")  # a named header's width holds
+    with pytest.raises(D.TrainDataError, match="line 3 has 2 fields; expected 3"):
+        D.find_samples(None, labels_file=f)
+    f.write_text("id,path,source\n1,a.png,abc\n")  # no label column named
+    with pytest.raises(D.TrainDataError, match="line 1 has 3 fields; expected 2 .*header row"):
+        D.find_samples(None, labels_file=f)
     f.write_text("a.png;abc\nb.png;abd;x\n")
     with pytest.raises(D.TrainDataError, match=r"line 2 has 3 fields; expected 2 \(filename;"):
         D.find_samples(None, labels_file=f)
