@@ -5,12 +5,12 @@
 # when ../shared is there. A few minutes on 2 CPU cores. Run through `make demo`, or directly
 # with the [train] extra installed.
 #
-#   DEMO_N=3000 DEMO_EPOCHS=5 DEMO_MINUTES=5 bash scripts/demo.sh
+#   DEMO_N=3000 DEMO_MINUTES=5 bash scripts/demo.sh      (DEMO_EPOCHS=N caps the epochs too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${DEMO_N:-3000}
-EPOCHS=${DEMO_EPOCHS:-5}
+EPOCHS=${DEMO_EPOCHS:-auto}
 MINUTES=${DEMO_MINUTES:-5}
 OUT=${DEMO_OUT:-runs/demo}
 TEST="$OUT-test"
@@ -18,12 +18,18 @@ TEST="$OUT-test"
 # take --data-dir for your own labelled captchas.
 CHARSET=0123456789
 
-echo "== 1/4 train: $N synthetic captchas ('captcha' package, seed 1), $EPOCHS epochs, <= $MINUTES min"
-captcha-train --synthetic "$N" --charset "$CHARSET" --synthetic-length 4 --size small \
+# The training defaults, as a user gets them, with a shorter budget (the default is 30 minutes).
+# The demo used --size small --epochs 5 (the defaults of 2026-11) until 2026-12-07: 68.6 % of
+# the validation split, where these defaults read 97.5-97.8 % in the same 5 minutes (95 % of
+# the 200 new captchas of step 3, int8).
+echo "== 1/4 train: $N synthetic captchas ('captcha' package, seed 1), the defaults, <= $MINUTES min"
+captcha-train --synthetic "$N" --charset "$CHARSET" --synthetic-length 4 \
     --epochs "$EPOCHS" --max-minutes "$MINUTES" --seed 1 --out "$OUT" --overwrite
 
 echo; echo "== 2/4 export: full-integer int8 TFLite, verified on the run's validation split"
-captcha-export "$OUT" --int8 --force
+# A model below --max-drop on every int8 route still gets its best int8 file, and the export says
+# so and exits 1: the demo goes on with that file (a slow machine may train less in the budget).
+captcha-export "$OUT" --int8 --force || echo "(captcha-export exited $?: see above; the demo goes on with the int8 file it wrote)"
 
 echo; echo "== 3/4 runtime: 200 new synthetic captchas (another seed) read by the int8 model"
 python - "$TEST" "$CHARSET" <<'PY'
