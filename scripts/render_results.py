@@ -202,9 +202,17 @@ def _pi_invoke_ratio(src: Sources) -> str:
     pi = [v for v in case["int8_over_float32_emulated_pi"] if v is not None]
     x86 = [v for v in case["int8_over_float32_x86"] if v is not None]
     runs = "one run" if len(pi) == 1 else f"{NUMBER_WORDS.get(len(pi), len(pi))} runs"
+    rows = case.get("later_runs_emulated_pi", [])
+    later = [r["int8_over_float32"] for r in rows]
+    busy = sum(bool(r["other_jobs_beside"]) for r in rows)
+    more = "" if not later else (
+        f"; {NUMBER_WORDS.get(len(later), len(later))} later runs of the Pi step read "
+        f"{span(later, lambda v: fix(v, 2), '×')} under emulation"
+        f"{f', {NUMBER_WORDS.get(busy, busy)} with other jobs beside them' if busy else ''}: the "
+        "emulated ratio moves a lot from run to run, and int8 was the faster in every one")
     return (f"{span(pi, lambda v: fix(v, 2), '×')} the invoke time of its float32 twin under "
             f"emulation, but {span(x86, lambda v: fix(v, 2), '×')} natively on the x86 host "
-            f"({runs}, each ratio from the same run)")
+            f"({runs}, each ratio from the same run{more})")
 
 
 # ---- training -------------------------------------------------------------------------------
