@@ -21,6 +21,18 @@ from typing import IO, Any, Callable, Iterator, NoReturn, Union
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
+#: Archive names (lower case endings) that a folder option is sometimes given by mistake.
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
+def not_a_folder(path: Union[str, Path], word: str = "folder") -> str:
+    """The reason ``path`` (which exists) is refused where a folder of images is wanted."""
+    name = Path(path).name.lower()
+    if name.endswith(ARCHIVE_SUFFIXES):
+        return f"an archive, not a {word}: unpack it and give the {word} it makes"
+    return f"not a {word}"
+
+
 #: The source-tree version; ``package_version()`` prefers the installed distribution's.
 SOURCE_VERSION = "0.1.0"
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._common import crash_traceback_to
+from ._common import crash_traceback_to, not_a_folder
 from .inputs import Input, expand, json_line, printable, recognize_all
 from .labels import LabelsFileError, find_labels_file, read_labels_file
 from .metrics import Tally
@@ -206,7 +206,8 @@ def _sub_folders(folder: Path) -> list[Path]:
 def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
-        raise UsageError(f"{folder}: not a directory")
+        raise UsageError(f"{folder}: "
+                         f"{not_a_folder(folder, 'directory') if folder.exists() else 'no such directory'}")
     if args.labels is not None and args.label_pattern is not None:
         raise UsageError("--labels and --label-pattern: give one (the labels come from a file "
                          "or from the file names)")
@@ -312,7 +313,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.images:
         folder = Path(args.images)
         if not folder.is_dir():
-            raise UsageError(f"--images {folder}: not a directory")
+            raise UsageError(f"--images {folder}: "
+                             f"{not_a_folder(folder, 'directory') if folder.exists() else 'no such directory'}")
         files = [i.name for i in expand([str(folder)]) if i.error is None][:args.n]
         if not files:
             raise UsageError(f"--images {folder}: no image files")

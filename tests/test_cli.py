@@ -199,6 +199,14 @@ def test_usage_errors_exit_2() -> None:
     assert res.returncode == 2 and b"not a directory" in res.stderr
 
 
+def test_eval_of_an_archive_says_to_unpack_it(tmp_path: Path) -> None:
+    (tmp_path / "captchas.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    res = cli("eval", str(tmp_path / "captchas.zip"), "-m", str(INT8))
+    assert res.returncode == 2
+    assert err_lines(res) == [f"captcha-edge: error: {tmp_path / 'captchas.zip'}: an archive, not a "
+                              "directory: unpack it and give the directory it makes"]
+
+
 @pytest.mark.parametrize("command", ["predict", "eval", "bench", "info"])
 def test_help_has_examples(command: str) -> None:
     res = cli(command, "--help")

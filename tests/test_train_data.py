@@ -44,6 +44,15 @@ def test_label_pattern_needs_a_group_and_must_match(tmp_path: Path) -> None:
         D.find_samples(tmp_path, label_pattern=r"^(\d+)$")
 
 
+def test_data_dir_that_is_an_archive_says_to_unpack_it(tmp_path: Path) -> None:
+    (tmp_path / "set.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(D.TrainDataError, match=r"set.tar.gz: an archive, not a folder: unpack it"):
+        D.find_samples(tmp_path / "set.tar.gz")
+    _png(tmp_path / "a.png")
+    with pytest.raises(D.TrainDataError, match=r"a.png: not a folder$"):
+        D.find_samples(tmp_path / "a.png")
+
+
 def test_recursive_finds_subfolders_with_relative_names(tmp_path: Path) -> None:
     _png(tmp_path / "top1.png")
     _png(tmp_path / "sub" / "deep2.png")

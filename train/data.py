@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import labels as labels_io
-from .._common import IMAGE_SUFFIXES
+from .._common import IMAGE_SUFFIXES, not_a_folder
 from ..errors import CaptchaEdgeError, ImageError
 from ..preprocess import to_array
 
@@ -122,7 +122,7 @@ def _find_samples(data_dir: Optional[Path], labels_file: Optional[Path],
     if not data_dir.exists():
         raise TrainDataError(f"--data-dir {data_dir}: no such folder")
     if not data_dir.is_dir():
-        raise TrainDataError(f"--data-dir {data_dir}: not a folder")
+        raise TrainDataError(f"--data-dir {data_dir}: {not_a_folder(data_dir)}")
     files = _image_files(data_dir, recursive)
     if not files:
         hint = "" if recursive else " (add --recursive to search sub-folders)"
