@@ -26,8 +26,10 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".
 
 
 def not_a_folder(path: Union[str, Path], word: str = "folder") -> str:
-    """The reason ``path`` (which exists) is refused where a folder of images is wanted."""
+    """The reason ``path`` (not a folder) is refused where a folder of images is wanted."""
     name = Path(path).name.lower()
+    if not Path(path).exists():
+        return f"no such {word}"
     if name.endswith(ARCHIVE_SUFFIXES):
         return f"an archive, not a {word}: unpack it and give the {word} it makes"
     return f"not a {word}"

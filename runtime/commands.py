@@ -206,8 +206,7 @@ def _sub_folders(folder: Path) -> list[Path]:
 def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
-        raise UsageError(f"{folder}: "
-                         f"{not_a_folder(folder, 'directory') if folder.exists() else 'no such directory'}")
+        raise UsageError(f"{folder}: {not_a_folder(folder, 'directory')}")
     if args.labels is not None and args.label_pattern is not None:
         raise UsageError("--labels and --label-pattern: give one (the labels come from a file "
                          "or from the file names)")
@@ -313,8 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.images:
         folder = Path(args.images)
         if not folder.is_dir():
-            raise UsageError(f"--images {folder}: "
-                             f"{not_a_folder(folder, 'directory') if folder.exists() else 'no such directory'}")
+            raise UsageError(f"--images {folder}: {not_a_folder(folder, 'directory')}")
         files = [i.name for i in expand([str(folder)]) if i.error is None][:args.n]
         if not files:
             raise UsageError(f"--images {folder}: no image files")

@@ -119,8 +119,6 @@ def _find_samples(data_dir: Optional[Path], labels_file: Optional[Path],
                 for fname, label in read_labels_file(labels_file)]
     if data_dir is None:
         return []
-    if not data_dir.exists():
-        raise TrainDataError(f"--data-dir {data_dir}: no such folder")
     if not data_dir.is_dir():
         raise TrainDataError(f"--data-dir {data_dir}: {not_a_folder(data_dir)}")
     files = _image_files(data_dir, recursive)
